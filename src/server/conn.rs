@@ -1,0 +1,397 @@
+//! The client connection loop: read a request, hand it to a [`Service`],
+//! repeat while the connection is kept alive.
+//!
+//! Requests on one connection are handled one at a time, in order, so
+//! pipelined requests are answered in the order they arrived. Every wait has
+//! a deadline: idle keep-alive, header read and body read.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::errors::GatewayError;
+use super::responder::Responder;
+use super::shard::ShardState;
+use crate::http::{
+    parse_request_head, BodyFraming, ChunkedDecoder, HeadLimits, ParseStatus, RequestHead,
+};
+use crate::runtime;
+
+/// Limits and timeouts of client connections.
+#[derive(Clone, Debug)]
+pub struct ConnSettings {
+    pub head_limits: HeadLimits,
+    pub max_body_bytes: u64,
+    pub header_read: Duration,
+    pub body_read: Duration,
+    pub keep_alive_idle: Duration,
+}
+
+/// One request, as the service sees it.
+pub struct Request<'a> {
+    pub head: &'a RequestHead,
+    /// The raw head bytes; `head`'s spans index this.
+    pub raw_head: &'a [u8],
+    pub body: &'a [u8],
+}
+
+impl Request<'_> {
+    /// The request path (without the query).
+    pub fn path(&self) -> &[u8] {
+        self.head.path.get(self.raw_head)
+    }
+
+    /// The query string, if any.
+    pub fn query(&self) -> Option<&[u8]> {
+        self.head.query.map(|q| q.get(self.raw_head))
+    }
+
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.head.header(self.raw_head, name)
+    }
+}
+
+/// Something that answers requests; one instance per shard.
+#[allow(async_fn_in_trait)] // shard-local futures: no Send bound is wanted
+pub trait Service {
+    /// Answers `req` through `resp`. An `Err` means the client connection
+    /// failed and will be closed.
+    async fn call<S: AsyncWrite + Unpin>(
+        &self,
+        req: Request<'_>,
+        resp: &mut Responder<'_, S>,
+    ) -> io::Result<()>;
+}
+
+/// Initial read buffer of a client connection; grown for large bodies and
+/// shrunk back afterwards so idle connections stay small.
+const INITIAL_BUF: usize = 8 * 1024;
+const KEEP_BUF_MAX: usize = 64 * 1024;
+
+/// How long a connection closed by the gateway keeps draining what the
+/// client still sends, so the error response is not lost to a TCP reset.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_MAX_BYTES: usize = 1024 * 1024;
+
+enum ReadOutcome {
+    Data,
+    Eof,
+    TimedOut,
+    Shutdown,
+}
+
+struct Conn<S> {
+    stream: S,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    out: Vec<u8>,
+    chunked_body: Vec<u8>,
+    head: RequestHead,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// Reads more bytes after `end`, growing the buffer when full.
+    async fn read_more(&mut self, until: Option<Instant>, state: &ShardState) -> ReadOutcome {
+        if self.start > 0 && self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            let grown = (self.buf.len() * 2).max(INITIAL_BUF);
+            self.buf.resize(grown, 0);
+        }
+        let end = self.end;
+        let read = self.stream.read(&mut self.buf[end..]);
+        let result = match until {
+            Some(at) => runtime::deadline(at, read).await,
+            // Waiting for a new request: an idle connection also ends on shutdown.
+            None => {
+                futures_lite::future::or(async { Some(read.await) }, async {
+                    state.shutdown.wait().await;
+                    None
+                })
+                .await
+            }
+        };
+        match result {
+            None if until.is_none() => ReadOutcome::Shutdown,
+            None => ReadOutcome::TimedOut,
+            Some(Ok(0)) | Some(Err(_)) => ReadOutcome::Eof,
+            Some(Ok(n)) => {
+                self.end += n;
+                ReadOutcome::Data
+            }
+        }
+    }
+
+    async fn send_error_and_close(&mut self, version: crate::http::Version, err: GatewayError) {
+        let mut resp = Responder::new(&mut self.stream, &mut self.out, version, false);
+        if resp.send_error(&err).await.is_ok() {
+            self.linger().await;
+        }
+    }
+
+    /// Half-closes and drains the client for a moment, so a client still
+    /// sending a body reads our error instead of a connection reset.
+    async fn linger(&mut self) {
+        let _ = self.stream.close().await;
+        let deadline = Instant::now() + LINGER;
+        let mut drained = 0;
+        let mut sink = [0u8; 4096];
+        while drained < LINGER_MAX_BYTES {
+            match runtime::deadline(deadline, self.stream.read(&mut sink)).await {
+                Some(Ok(n)) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
+    }
+}
+
+/// Serves one client connection until it closes, fails, times out, or the
+/// shard shuts down.
+pub async fn serve_connection<S, H>(
+    stream: S,
+    service: &H,
+    settings: &ConnSettings,
+    state: &ShardState,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: Service,
+{
+    let mut conn = Conn {
+        stream,
+        buf: vec![0; INITIAL_BUF],
+        start: 0,
+        end: 0,
+        out: Vec::with_capacity(1024),
+        chunked_body: Vec::new(),
+        head: RequestHead::default(),
+    };
+    loop {
+        // Idle between requests: wait for the first byte of the next one.
+        if conn.start == conn.end {
+            conn.start = 0;
+            conn.end = 0;
+            if state.shutdown.is_set() {
+                return;
+            }
+            let idle_until = Instant::now() + settings.keep_alive_idle;
+            match runtime::deadline(idle_until, conn.read_more(None, state)).await {
+                Some(ReadOutcome::Data) => {}
+                _ => return,
+            }
+        }
+
+        // The head, within the header-read deadline.
+        let head_deadline = Instant::now() + settings.header_read;
+        loop {
+            let pending = &conn.buf[conn.start..conn.end];
+            match parse_request_head(pending, &settings.head_limits, &mut conn.head) {
+                Ok(ParseStatus::Complete) => break,
+                Ok(ParseStatus::Partial) => {}
+                Err(e) => {
+                    let err = GatewayError::new(e.status(), "invalid_http_request", e.message());
+                    conn.send_error_and_close(crate::http::Version::Http11, err)
+                        .await;
+                    return;
+                }
+            }
+            match conn.read_more(Some(head_deadline), state).await {
+                ReadOutcome::Data => {}
+                ReadOutcome::TimedOut => {
+                    let err = GatewayError::new(
+                        408,
+                        "request_timeout",
+                        "request head not received in time",
+                    );
+                    conn.send_error_and_close(crate::http::Version::Http11, err)
+                        .await;
+                    return;
+                }
+                _ => return,
+            }
+        }
+        let version = conn.head.version;
+        let head_len = conn.head.head_len;
+
+        // The body, within the body-read deadline.
+        let body_deadline = Instant::now() + settings.body_read;
+        let consumed_total = match conn.head.framing {
+            BodyFraming::Empty => head_len,
+            BodyFraming::Length(n) => {
+                if n > settings.max_body_bytes {
+                    let err = GatewayError::new(
+                        413,
+                        "body_too_large",
+                        format!(
+                            "request body exceeds the limit of {} bytes",
+                            settings.max_body_bytes
+                        ),
+                    );
+                    conn.send_error_and_close(version, err).await;
+                    return;
+                }
+                let total = head_len + n as usize;
+                if conn.end - conn.start < total {
+                    if conn.head.expect_continue
+                        && conn
+                            .stream
+                            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                    // Room for the whole request, so the body is read once
+                    // and handed over without another copy.
+                    if conn.buf.len() < total {
+                        conn.buf.copy_within(conn.start..conn.end, 0);
+                        conn.end -= conn.start;
+                        conn.start = 0;
+                        conn.buf.resize(total, 0);
+                    }
+                    while conn.end - conn.start < total {
+                        match conn.read_more(Some(body_deadline), state).await {
+                            ReadOutcome::Data => {}
+                            ReadOutcome::TimedOut => {
+                                let err = GatewayError::new(
+                                    408,
+                                    "request_timeout",
+                                    "request body not received in time",
+                                );
+                                conn.send_error_and_close(version, err).await;
+                                return;
+                            }
+                            _ => return,
+                        }
+                    }
+                }
+                total
+            }
+            BodyFraming::Chunked => {
+                if conn.head.expect_continue
+                    && conn.end - conn.start == head_len
+                    && conn
+                        .stream
+                        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+                match read_chunked_body(&mut conn, settings, state, body_deadline).await {
+                    Ok(consumed) => head_len + consumed,
+                    Err(Some(err)) => {
+                        conn.send_error_and_close(version, err).await;
+                        return;
+                    }
+                    Err(None) => return,
+                }
+            }
+        };
+
+        let raw = &conn.buf[conn.start..conn.start + consumed_total];
+        let body: &[u8] = match conn.head.framing {
+            BodyFraming::Chunked => &conn.chunked_body,
+            _ => &raw[head_len..],
+        };
+        let request = Request {
+            head: &conn.head,
+            raw_head: &raw[..head_len],
+            body,
+        };
+        let keep_alive = conn.head.keep_alive && !state.shutdown.is_set();
+        state
+            .requests_in_flight
+            .set(state.requests_in_flight.get() + 1);
+        let mut responder = Responder::new(&mut conn.stream, &mut conn.out, version, keep_alive);
+        let result = service.call(request, &mut responder).await;
+        let keep_alive = responder.keep_alive();
+        state
+            .requests_in_flight
+            .set(state.requests_in_flight.get() - 1);
+        if result.is_err() || !keep_alive {
+            let _ = conn.stream.close().await;
+            return;
+        }
+        conn.start += consumed_total;
+        if conn.buf.len() > KEEP_BUF_MAX && conn.end - conn.start <= INITIAL_BUF {
+            conn.buf.copy_within(conn.start..conn.end, 0);
+            conn.end -= conn.start;
+            conn.start = 0;
+            conn.buf.truncate(INITIAL_BUF);
+            conn.buf.shrink_to_fit();
+        }
+        if conn.chunked_body.capacity() > KEEP_BUF_MAX {
+            conn.chunked_body = Vec::new();
+        }
+    }
+}
+
+/// Decodes a chunked request body into `conn.chunked_body`. Returns the
+/// bytes of framing consumed after the head; `Err(Some(..))` is an error to
+/// answer with, `Err(None)` a connection that went away.
+async fn read_chunked_body<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    settings: &ConnSettings,
+    state: &ShardState,
+    deadline: Instant,
+) -> Result<usize, Option<GatewayError>> {
+    conn.chunked_body.clear();
+    let mut decoder = ChunkedDecoder::new();
+    let mut offset = conn.head.head_len;
+    loop {
+        let input = &conn.buf[conn.start + offset..conn.end];
+        let body = &mut conn.chunked_body;
+        let mut too_large = false;
+        let limit = settings.max_body_bytes;
+        let progress = decoder
+            .decode(input, |data| {
+                if (body.len() + data.len()) as u64 > limit {
+                    too_large = true;
+                } else {
+                    body.extend_from_slice(data);
+                }
+            })
+            .map_err(|_| {
+                Some(GatewayError::new(
+                    400,
+                    "invalid_chunked_body",
+                    "malformed chunked request body",
+                ))
+            })?;
+        if too_large {
+            return Err(Some(GatewayError::new(
+                413,
+                "body_too_large",
+                format!("request body exceeds the limit of {limit} bytes"),
+            )));
+        }
+        offset += progress.consumed;
+        if progress.done {
+            return Ok(offset - conn.head.head_len);
+        }
+        // Everything before `offset` is framing already decoded: the buffer
+        // only needs to keep the head and the undecoded tail.
+        let head_end = conn.start + conn.head.head_len;
+        let tail_start = conn.start + offset;
+        conn.buf.copy_within(tail_start..conn.end, head_end);
+        conn.end -= tail_start - head_end;
+        offset = conn.head.head_len;
+        match conn.read_more(Some(deadline), state).await {
+            ReadOutcome::Data => {}
+            ReadOutcome::TimedOut => {
+                return Err(Some(GatewayError::new(
+                    408,
+                    "request_timeout",
+                    "request body not received in time",
+                )))
+            }
+            _ => return Err(None),
+        }
+    }
+}

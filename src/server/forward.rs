@@ -1,0 +1,109 @@
+//! Forwarding an upstream response to the client as it arrives.
+//!
+//! The head goes out only once the upstream answered (so failures before
+//! that become real statuses). The body is relayed piece by piece, never
+//! buffered whole: an SSE stream reaches the client event by event.
+
+use std::io;
+use std::time::Duration;
+
+use futures_lite::AsyncWrite;
+
+use super::responder::{BodyFraming, Responder};
+use crate::http::ResponseFraming;
+use crate::upstream::{BodyChunk, Pool, UpstreamResponse};
+
+/// Response headers that describe the upstream connection, not the
+/// message: the gateway writes its own.
+const HOP_BY_HOP: &[&[u8]] = &[
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+    b"content-length",
+];
+
+/// How body bytes from upstream are written to the client.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Relay {
+    /// The bytes are already in the client's framing.
+    AsIs,
+    /// Decoded payload re-framed as chunks (close-delimited upstream).
+    Rechunk,
+    /// Decoded payload written bare (chunked upstream, HTTP/1.0 client).
+    Decoded,
+}
+
+/// Relays `upstream`'s head and body to the client, then returns the
+/// connection to `pool` if the body ended cleanly and it may be reused.
+pub async fn forward_response<S: AsyncWrite + Unpin>(
+    mut upstream: UpstreamResponse,
+    pool: &Pool,
+    idle_timeout: Duration,
+    resp: &mut Responder<'_, S>,
+) -> io::Result<()> {
+    resp.begin(upstream.head.status);
+    for h in &upstream.head.headers {
+        let name = h.name.get(&upstream.head_bytes);
+        if HOP_BY_HOP.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        resp.header(name, h.value.get(&upstream.head_bytes));
+    }
+    let wanted = match upstream.head.framing {
+        ResponseFraming::Empty => BodyFraming::Length(0),
+        ResponseFraming::Length(n) => BodyFraming::Length(n),
+        ResponseFraming::Chunked | ResponseFraming::UntilClose => BodyFraming::Chunked,
+    };
+    let framing = resp.end_head(wanted);
+    let relay = match (upstream.head.framing, framing) {
+        (ResponseFraming::Chunked, BodyFraming::Chunked) => Relay::AsIs,
+        (ResponseFraming::Chunked, _) => Relay::Decoded,
+        (ResponseFraming::UntilClose, BodyFraming::Chunked) => Relay::Rechunk,
+        _ => Relay::AsIs,
+    };
+
+    let mut body = upstream.body();
+    let mut decoded = Vec::new();
+    loop {
+        decoded.clear();
+        let chunk = body
+            .next(&mut upstream.conn, idle_timeout, |data| {
+                if relay == Relay::Decoded {
+                    decoded.extend_from_slice(data);
+                }
+            })
+            .await;
+        match chunk {
+            Ok(BodyChunk::Raw(raw)) => match relay {
+                Relay::AsIs => resp.write_raw(raw).await?,
+                Relay::Rechunk => {
+                    resp.push_body(raw);
+                    resp.flush().await?;
+                }
+                Relay::Decoded => resp.write_raw(&decoded).await?,
+            },
+            Ok(BodyChunk::End) => break,
+            Err(_) => {
+                // The head is already out: all that is left is to end the
+                // connection, so the client sees a truncated body rather
+                // than a complete-looking one.
+                resp.flush().await?;
+                resp.close_after();
+                return Ok(());
+            }
+        }
+    }
+    if relay == Relay::Rechunk {
+        resp.finish().await?;
+    } else {
+        resp.flush().await?;
+    }
+    if upstream.head.keep_alive && body.is_done() {
+        pool.release(upstream.conn);
+    }
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! Writing one response to a client connection.
+//!
+//! A handler renders the head into the responder's buffer, picks the body
+//! framing, and either appends a whole body and flushes once (one write for
+//! small answers) or streams the body piece by piece.
+
+use std::io;
+
+use futures_lite::{AsyncWrite, AsyncWriteExt};
+
+use super::errors::GatewayError;
+use crate::http::{write, Version};
+
+/// How a response body is delimited on the client connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// `Content-Length: n`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked` (HTTP/1.1 clients only; for HTTP/1.0
+    /// clients the responder falls back to [`BodyFraming::Close`]).
+    Chunked,
+    /// The body ends when the connection closes.
+    Close,
+}
+
+/// The response side of one request on a client connection.
+pub struct Responder<'a, S> {
+    stream: &'a mut S,
+    out: &'a mut Vec<u8>,
+    version: Version,
+    keep_alive: bool,
+    framing: Option<BodyFraming>,
+}
+
+impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
+    pub(crate) fn new(
+        stream: &'a mut S,
+        out: &'a mut Vec<u8>,
+        version: Version,
+        keep_alive: bool,
+    ) -> Self {
+        out.clear();
+        Responder {
+            stream,
+            out,
+            version,
+            keep_alive,
+            framing: None,
+        }
+    }
+
+    /// Whether the connection stays open after this response.
+    pub fn keep_alive(&self) -> bool {
+        self.keep_alive
+    }
+
+    /// Asks for the connection to be closed after this response.
+    pub fn close_after(&mut self) {
+        self.keep_alive = false;
+    }
+
+    /// The client's HTTP version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Starts the head with its status line; add headers with
+    /// [`Responder::header`], then call [`Responder::end_head`].
+    pub fn begin(&mut self, status: u16) {
+        self.out.clear();
+        // A server answers with the highest HTTP/1.x version it speaks,
+        // whatever the request's minor version (RFC 9110 section 6.2);
+        // the framing still follows what the client understands.
+        write::status_line(self.out, Version::Http11, status);
+    }
+
+    /// Adds a header line to the head being built.
+    pub fn header(&mut self, name: &[u8], value: &[u8]) {
+        write::header(self.out, name, value);
+    }
+
+    /// Ends the head with the framing and connection headers. Returns the
+    /// framing actually used (chunked degrades to close for HTTP/1.0).
+    pub fn end_head(&mut self, framing: BodyFraming) -> BodyFraming {
+        let framing = match (framing, self.version) {
+            (BodyFraming::Chunked, Version::Http10) => BodyFraming::Close,
+            (f, _) => f,
+        };
+        match framing {
+            BodyFraming::Length(n) => write::content_length(self.out, n),
+            BodyFraming::Chunked => write::header(self.out, b"transfer-encoding", b"chunked"),
+            BodyFraming::Close => self.keep_alive = false,
+        }
+        match (self.keep_alive, self.version) {
+            (false, _) => write::header(self.out, b"connection", b"close"),
+            (true, Version::Http10) => write::header(self.out, b"connection", b"keep-alive"),
+            (true, Version::Http11) => {}
+        }
+        self.out.extend_from_slice(b"\r\n");
+        self.framing = Some(framing);
+        framing
+    }
+
+    /// The output buffer: body bytes appended here go out with the next flush.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        self.out
+    }
+
+    /// Appends body bytes in the response's framing (a chunk for chunked).
+    pub fn push_body(&mut self, data: &[u8]) {
+        match self.framing {
+            Some(BodyFraming::Chunked) => write::chunk(self.out, data),
+            _ => self.out.extend_from_slice(data),
+        }
+    }
+
+    /// Writes out everything buffered.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes `data` straight to the client, after anything buffered. Used
+    /// to pass through body bytes already in the right framing.
+    pub async fn write_raw(&mut self, data: &[u8]) -> io::Result<()> {
+        if !self.out.is_empty() {
+            if self.out.len() + data.len() <= 16 * 1024 {
+                // One syscall for a small head plus the first body bytes.
+                self.out.extend_from_slice(data);
+                return self.flush().await;
+            }
+            self.flush().await?;
+        }
+        if !data.is_empty() {
+            self.stream.write_all(data).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends a chunked body (writes the last chunk) and flushes.
+    pub async fn finish(&mut self) -> io::Result<()> {
+        if self.framing == Some(BodyFraming::Chunked) {
+            self.out.extend_from_slice(write::LAST_CHUNK);
+        }
+        self.flush().await
+    }
+
+    /// Sends a whole response with a body of `content_type`.
+    pub async fn send(
+        &mut self,
+        status: u16,
+        content_type: &[u8],
+        extra_headers: &[(&[u8], &[u8])],
+        body: &[u8],
+    ) -> io::Result<()> {
+        self.begin(status);
+        self.header(b"content-type", content_type);
+        for (name, value) in extra_headers {
+            self.header(name, value);
+        }
+        self.end_head(BodyFraming::Length(body.len() as u64));
+        self.out.extend_from_slice(body);
+        self.flush().await
+    }
+
+    /// Sends a JSON body whose bytes are written by `render`.
+    pub async fn send_json_with(
+        &mut self,
+        status: u16,
+        extra_headers: &[(&[u8], &[u8])],
+        render: impl FnOnce(&mut Vec<u8>),
+    ) -> io::Result<()> {
+        // The head needs the body's length, so the body is rendered first.
+        let mut body = Vec::with_capacity(256);
+        render(&mut body);
+        self.send(status, b"application/json", extra_headers, &body)
+            .await
+    }
+
+    /// Sends a gateway error as an OpenAI-shaped JSON body.
+    pub async fn send_error(&mut self, err: &GatewayError) -> io::Result<()> {
+        self.send_json_with(err.status, &[], |out| err.write_openai_body(out))
+            .await
+    }
+}
