@@ -11,7 +11,7 @@ pub mod request;
 pub mod response;
 pub mod write;
 
-pub use chunked::{ChunkedDecoder, ChunkedError, DecodeProgress};
+pub use chunked::{encode_chunk, ChunkedDecoder, ChunkedError, DecodeProgress, LAST_CHUNK};
 pub use request::{
     parse_request_head, BodyFraming, HeadError, HeadLimits, HeaderSpan, Method, ParseStatus,
     RequestHead, Span, Version,

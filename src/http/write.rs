@@ -1,4 +1,5 @@
-//! Rendering of heads, chunks and small whole responses into caller buffers.
+//! Rendering of response heads into caller buffers (chunks are rendered by
+//! [`super::chunked::encode_chunk`]).
 //!
 //! Writers append to a `Vec<u8>` the caller reuses, so a warm connection
 //! renders a response without allocating.
@@ -67,38 +68,6 @@ pub fn content_length(out: &mut Vec<u8>, len: u64) {
     header(out, b"content-length", n.format(len).as_bytes());
 }
 
-/// Appends one chunk of a chunked body (nothing for empty data, which would
-/// otherwise read as the last chunk).
-pub fn chunk(out: &mut Vec<u8>, data: &[u8]) {
-    if data.is_empty() {
-        return;
-    }
-    chunk_size_line(out, data.len());
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Appends the hex size line that opens a chunk of `len` bytes.
-pub fn chunk_size_line(out: &mut Vec<u8>, len: usize) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut digits = [0u8; 16];
-    let mut i = digits.len();
-    let mut n = len;
-    loop {
-        i -= 1;
-        digits[i] = HEX[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// The last chunk with an empty trailer section.
-pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,17 +82,5 @@ mod tests {
             out,
             b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 12\r\nx-a: b\r\n"
         );
-    }
-
-    #[test]
-    fn renders_chunks_in_hex() {
-        let mut out = Vec::new();
-        chunk(&mut out, &[b'a'; 26]);
-        chunk(&mut out, b"");
-        out.extend_from_slice(LAST_CHUNK);
-        let mut expected = b"1a\r\n".to_vec();
-        expected.extend_from_slice(&[b'a'; 26]);
-        expected.extend_from_slice(b"\r\n0\r\n\r\n");
-        assert_eq!(out, expected);
     }
 }

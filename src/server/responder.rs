@@ -9,7 +9,7 @@ use std::io;
 use futures_lite::{AsyncWrite, AsyncWriteExt};
 
 use super::errors::GatewayError;
-use crate::http::{write, Version};
+use crate::http::{chunked, write, Version};
 
 /// How a response body is delimited on the client connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,7 +109,7 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
     /// Appends body bytes in the response's framing (a chunk for chunked).
     pub fn push_body(&mut self, data: &[u8]) {
         match self.framing {
-            Some(BodyFraming::Chunked) => write::chunk(self.out, data),
+            Some(BodyFraming::Chunked) => chunked::encode_chunk(self.out, data),
             _ => self.out.extend_from_slice(data),
         }
     }
@@ -143,7 +143,7 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
     /// Ends a chunked body (writes the last chunk) and flushes.
     pub async fn finish(&mut self) -> io::Result<()> {
         if self.framing == Some(BodyFraming::Chunked) {
-            self.out.extend_from_slice(write::LAST_CHUNK);
+            self.out.extend_from_slice(chunked::LAST_CHUNK);
         }
         self.flush().await
     }
