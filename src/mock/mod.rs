@@ -288,11 +288,13 @@ impl BoundMock {
         addr: std::net::SocketAddr,
         shards: usize,
         settings: MockSettings,
-    ) -> Result<Self, crate::server::listener::ListenError> {
-        let listeners = crate::server::listener::bind_listeners(addr, shards)?;
+    ) -> Result<Self, String> {
+        crate::server::shard::ensure_memlock(shards).map_err(|e| e.to_string())?;
+        let listeners =
+            crate::server::listener::bind_listeners(addr, shards).map_err(|e| e.to_string())?;
         let local_addr = listeners[0]
             .local_addr()
-            .map_err(|e| crate::server::listener::ListenError::Io(addr, e))?;
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         Ok(BoundMock {
             listeners,
             global: crate::server::shard::GlobalState::new(shards),

@@ -83,6 +83,7 @@ impl BoundGateway {
     /// executor starts.
     pub fn bind(config: Config) -> Result<Self, ServeError> {
         let shards = shard_count(&config);
+        shard::ensure_memlock(shards).map_err(ServeError::Shards)?;
         let tls = tls::client_config(config.extra_ca_file.as_deref()).map_err(ServeError::Tls)?;
         let listeners =
             listener::bind_listeners(config.listen, shards).map_err(ServeError::Listen)?;

@@ -110,14 +110,7 @@ const MIN_MEMLOCK: u64 = 512 * 1024;
 /// `shards` executors need.
 pub fn ensure_memlock(shards: usize) -> Result<(), ShardError> {
     let needed = MIN_MEMLOCK.max(shards as u64 * MIN_MEMLOCK);
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
-        return Ok(()); // cannot tell; glommio will report it if it matters
-    }
+    let lim = memlock_limit();
     if lim.rlim_cur >= needed {
         return Ok(());
     }
@@ -127,8 +120,7 @@ pub fn ensure_memlock(shards: usize) -> Result<(), ShardError> {
     };
     // SAFETY: setrlimit reads the struct we own.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) };
-    // SAFETY: as above.
-    unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
+    let lim = memlock_limit();
     if lim.rlim_cur < MIN_MEMLOCK {
         return Err(ShardError::MemlockTooLow {
             soft: lim.rlim_cur,
@@ -137,6 +129,20 @@ pub fn ensure_memlock(shards: usize) -> Result<(), ShardError> {
         });
     }
     Ok(())
+}
+
+/// The current RLIMIT_MEMLOCK (unlimited if it cannot be read: glommio
+/// then reports a real shortage itself).
+fn memlock_limit() -> libc::rlimit {
+    let mut lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        lim.rlim_cur = libc::RLIM_INFINITY;
+    }
+    lim
 }
 
 /// Number of CPUs this process may run on.
@@ -197,8 +203,20 @@ where
 
     let mut failures = Vec::new();
     for (i, result) in handles.join_all().into_iter().enumerate() {
-        if let Err(e) = result {
-            failures.push(format!("shard {i}: {e}"));
+        match result {
+            Ok(()) => {}
+            Err(glommio::GlommioError::ReactorError(glommio::ReactorErrorKind::MemLockLimit(
+                soft,
+                needed,
+            ))) => {
+                global.shutdown.store(true, Ordering::Relaxed);
+                return Err(ShardError::MemlockTooLow {
+                    soft,
+                    hard: memlock_limit().rlim_max,
+                    needed,
+                });
+            }
+            Err(e) => failures.push(format!("shard {i} failed to start: {e}")),
         }
     }
     if failures.is_empty() {
