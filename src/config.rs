@@ -182,6 +182,9 @@ pub struct Timeouts {
     pub upstream_connect: Duration,
     /// From request sent to upstream response head received.
     pub upstream_head: Duration,
+    /// Longest silence allowed between two reads of an upstream response
+    /// body (a stream that pauses longer is cut).
+    pub upstream_body_idle: Duration,
     /// A pooled idle upstream connection is closed after this.
     pub upstream_idle: Duration,
     /// Resolved upstream addresses are cached this long.
@@ -396,12 +399,14 @@ impl Config {
         let _ = writeln!(
             out,
             "timeouts (ms): header_read {}, body_read {}, keep_alive_idle {}, \
-             upstream_connect {}, upstream_head {}, upstream_idle {}, dns_ttl {}, drain {}",
+             upstream_connect {}, upstream_head {}, upstream_body_idle {}, upstream_idle {}, \
+             dns_ttl {}, drain {}",
             t.header_read.as_millis(),
             t.body_read.as_millis(),
             t.keep_alive_idle.as_millis(),
             t.upstream_connect.as_millis(),
             t.upstream_head.as_millis(),
+            t.upstream_body_idle.as_millis(),
             t.upstream_idle.as_millis(),
             t.dns_ttl.as_millis(),
             t.drain.as_millis()
@@ -564,6 +569,7 @@ struct RawTimeouts {
     keep_alive_idle_ms: Spanned<u64>,
     upstream_connect_ms: Spanned<u64>,
     upstream_head_ms: Spanned<u64>,
+    upstream_body_idle_ms: Spanned<u64>,
     upstream_idle_ms: Spanned<u64>,
     dns_ttl_ms: Spanned<u64>,
 }
@@ -576,6 +582,7 @@ impl Default for RawTimeouts {
             keep_alive_idle_ms: unspanned(60_000),
             upstream_connect_ms: unspanned(5_000),
             upstream_head_ms: unspanned(120_000),
+            upstream_body_idle_ms: unspanned(300_000),
             upstream_idle_ms: unspanned(30_000),
             dns_ttl_ms: unspanned(60_000),
         }
@@ -872,6 +879,11 @@ fn validate(
         keep_alive_idle: millis(src, &t.keep_alive_idle_ms, "timeouts.keep_alive_idle_ms")?,
         upstream_connect: millis(src, &t.upstream_connect_ms, "timeouts.upstream_connect_ms")?,
         upstream_head: millis(src, &t.upstream_head_ms, "timeouts.upstream_head_ms")?,
+        upstream_body_idle: millis(
+            src,
+            &t.upstream_body_idle_ms,
+            "timeouts.upstream_body_idle_ms",
+        )?,
         upstream_idle: millis(src, &t.upstream_idle_ms, "timeouts.upstream_idle_ms")?,
         dns_ttl: millis(src, &t.dns_ttl_ms, "timeouts.dns_ttl_ms")?,
         drain: millis(src, &server.drain_timeout_ms, "server.drain_timeout_ms")?,
@@ -1393,6 +1405,7 @@ base_url = "https://api.openai.com/v1"
                 keep_alive_idle: Duration::from_millis(60_000),
                 upstream_connect: Duration::from_millis(5_000),
                 upstream_head: Duration::from_millis(120_000),
+                upstream_body_idle: Duration::from_millis(300_000),
                 upstream_idle: Duration::from_millis(30_000),
                 dns_ttl: Duration::from_millis(60_000),
                 drain: Duration::from_millis(10_000),

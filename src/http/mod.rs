@@ -13,7 +13,7 @@ pub mod write;
 
 pub use chunked::{encode_chunk, ChunkedDecoder, ChunkedError, DecodeProgress, LAST_CHUNK};
 pub use request::{
-    parse_request_head, BodyFraming, HeadError, HeadLimits, HeaderSpan, Method, ParseStatus,
-    RequestHead, Span, Version,
+    listed_in_connection, parse_request_head, BodyFraming, HeadError, HeadLimits, HeaderSpan,
+    Method, ParseStatus, RequestHead, Span, Version,
 };
 pub use response::{parse_response_head, ResponseFraming, ResponseHead};

@@ -618,6 +618,21 @@ pub(super) fn for_each_list_element(value: &[u8], mut f: impl FnMut(&[u8])) {
     }
 }
 
+/// Whether `name` is listed in a `Connection` header among `headers`: such
+/// fields are hop-by-hop and a proxy must not forward them (RFC 9110
+/// section 7.6.1).
+pub fn listed_in_connection(headers: &[HeaderSpan], buf: &[u8], name: &[u8]) -> bool {
+    let mut listed = false;
+    for h in headers {
+        if h.name.get(buf).eq_ignore_ascii_case(b"connection") {
+            for_each_list_element(h.value.get(buf), |token| {
+                listed |= token.eq_ignore_ascii_case(name);
+            });
+        }
+    }
+    listed
+}
+
 /// Parses `Content-Length = 1*DIGIT` into a u64: no sign, no whitespace, no
 /// list, no overflow.
 pub(super) fn parse_content_length(value: &[u8]) -> Option<u64> {

@@ -1,5 +1,7 @@
 //! Client authentication against the configured client keys.
 
+use std::borrow::Cow;
+
 use subtle::ConstantTimeEq;
 
 use super::conn::Request;
@@ -44,6 +46,7 @@ impl Authenticator {
         let Some(presented) = presented_key(req) else {
             return AuthOutcome::Missing;
         };
+        let presented: &[u8] = &presented;
         // Compare against every key without stopping early, so the time
         // taken does not tell which key (or which prefix) was close.
         let mut found = None;
@@ -59,24 +62,49 @@ impl Authenticator {
     }
 }
 
-fn presented_key<'a>(req: &'a Request<'_>) -> Option<&'a [u8]> {
+fn presented_key<'a>(req: &'a Request<'_>) -> Option<Cow<'a, [u8]>> {
     if let Some(value) = req.header("authorization") {
         let value = trim(value);
         if value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer ") {
-            return Some(trim(&value[7..]));
+            return Some(Cow::Borrowed(trim(&value[7..])));
         }
-        return Some(value);
+        return Some(Cow::Borrowed(value));
     }
     if let Some(value) = req.header("x-api-key") {
-        return Some(trim(value));
+        return Some(Cow::Borrowed(trim(value)));
     }
     if let Some(value) = req.header("x-goog-api-key") {
-        return Some(trim(value));
+        return Some(Cow::Borrowed(trim(value)));
     }
     req.query().and_then(|q| {
         q.split(|b| *b == b'&')
             .find_map(|pair| pair.strip_prefix(b"key="))
+            .map(percent_decode)
     })
+}
+
+/// Decodes `%XX` escapes (a `+` stays a `+`: keys never hold spaces, and a
+/// key with a literal `+` must still match). A malformed escape is kept
+/// as it is, so it simply fails to match.
+fn percent_decode(v: &[u8]) -> Cow<'_, [u8]> {
+    if !v.contains(&b'%') {
+        return Cow::Borrowed(v);
+    }
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'%' && i + 2 < v.len() {
+            if let (Some(hi), Some(lo)) = (hex(v[i + 1]), hex(v[i + 2])) {
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(v[i]);
+        i += 1;
+    }
+    Cow::Owned(out)
 }
 
 fn trim(mut v: &[u8]) -> &[u8] {
@@ -87,4 +115,26 @@ fn trim(mut v: &[u8]) -> &[u8] {
         v = rest;
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_of_query_keys() {
+        assert_eq!(
+            &*percent_decode(b"sk-gw%2Bb64%2Fkey%3D%3D"),
+            b"sk-gw+b64/key=="
+        );
+        assert_eq!(&*percent_decode(b"plain+key"), b"plain+key");
+        assert_eq!(&*percent_decode(b"bad%zzx%4"), b"bad%zzx%4");
+        assert_eq!(&*percent_decode(b"end%41"), b"endA");
+    }
+
+    #[test]
+    fn trims_spaces_and_tabs() {
+        assert_eq!(trim(b" \tkey \t"), b"key");
+        assert_eq!(trim(b""), b"");
+    }
 }

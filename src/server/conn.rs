@@ -129,7 +129,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     async fn send_error_and_close(&mut self, version: crate::http::Version, err: GatewayError) {
-        let mut resp = Responder::new(&mut self.stream, &mut self.out, version, false);
+        let mut resp = Responder::new(&mut self.stream, &mut self.out, version, false, false);
         if resp.send_error(&err).await.is_ok() {
             self.linger().await;
         }
@@ -308,7 +308,14 @@ pub async fn serve_connection<S, H>(
         state
             .requests_in_flight
             .set(state.requests_in_flight.get() + 1);
-        let mut responder = Responder::new(&mut conn.stream, &mut conn.out, version, keep_alive);
+        let head_only = conn.head.method == crate::http::Method::Head;
+        let mut responder = Responder::new(
+            &mut conn.stream,
+            &mut conn.out,
+            version,
+            keep_alive,
+            head_only,
+        );
         let result = service.call(request, &mut responder).await;
         let keep_alive = responder.keep_alive();
         state

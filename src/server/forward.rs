@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_lite::AsyncWrite;
 
 use super::responder::{BodyFraming, Responder};
-use crate::http::ResponseFraming;
+use crate::http::{listed_in_connection, ResponseFraming};
 use crate::upstream::{BodyChunk, Pool, UpstreamResponse};
 
 /// Response headers that describe the upstream connection, not the
@@ -46,14 +46,23 @@ pub async fn forward_response<S: AsyncWrite + Unpin>(
     resp: &mut Responder<'_, S>,
 ) -> io::Result<()> {
     resp.begin(upstream.head.status);
-    for h in &upstream.head.headers {
-        let name = h.name.get(&upstream.head_bytes);
-        if HOP_BY_HOP.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+    let headers = &upstream.head.headers;
+    let raw = &upstream.head_bytes;
+    let has_connection = upstream.head.header(raw, "connection").is_some();
+    for h in headers {
+        let name = h.name.get(raw);
+        if HOP_BY_HOP.iter().any(|n| n.eq_ignore_ascii_case(name))
+            || (has_connection && listed_in_connection(headers, raw, name))
+        {
             continue;
         }
-        resp.header(name, h.value.get(&upstream.head_bytes));
+        resp.header(name, h.value.get(raw));
     }
     let wanted = match upstream.head.framing {
+        // 1xx, 204 and 304 carry no body and no length (RFC 9110 8.6).
+        ResponseFraming::Empty if matches!(upstream.head.status, 100..=199 | 204 | 304) => {
+            BodyFraming::None
+        }
         ResponseFraming::Empty => BodyFraming::Length(0),
         ResponseFraming::Length(n) => BodyFraming::Length(n),
         ResponseFraming::Chunked | ResponseFraming::UntilClose => BodyFraming::Chunked,

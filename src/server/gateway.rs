@@ -15,7 +15,7 @@ use super::errors::GatewayError;
 use super::forward::forward_response;
 use super::shard::ShardState;
 use crate::config::{Config, Provider, ProviderProtocol};
-use crate::http::{write, Method};
+use crate::http::{listed_in_connection, write, Method};
 use crate::protocol::fast_path::{extract_routing_fields, rewrite_model, FieldError};
 use crate::protocol::json::write_string;
 use crate::upstream::{exchange, Pool, PoolKey, UpstreamRequest};
@@ -186,12 +186,12 @@ impl Gateway {
             head: &head,
             body,
         };
-        let timeout = self.config.timeouts.upstream_head;
+        let timeouts = &self.config.timeouts;
         let result = exchange(
             &self.pool,
             &provider.key,
             &upstream_req,
-            timeout,
+            timeouts.upstream_head,
             &mut scratch,
         )
         .await;
@@ -199,7 +199,9 @@ impl Gateway {
         self.give_buf(rewritten);
         self.give_buf(scratch);
         match result {
-            Ok(upstream) => forward_response(upstream, &self.pool, timeout, resp).await,
+            Ok(upstream) => {
+                forward_response(upstream, &self.pool, timeouts.upstream_body_idle, resp).await
+            }
             Err(e) => {
                 resp.send_error(&GatewayError::new(e.status(), e.code(), e.to_string()))
                     .await
@@ -221,28 +223,28 @@ impl Service for Gateway {
                     resp.send(200, b"application/json", &[], b"{\"status\":\"ok\"}")
                         .await
                 }
-                _ => method_not_allowed(resp, b"GET").await,
+                _ => method_not_allowed(resp, b"GET, HEAD").await,
             },
             b"/ready" => match method {
-                Method::Get if self.shard.global.ready() => {
+                Method::Get | Method::Head if self.shard.global.ready() => {
                     resp.send(200, b"application/json", &[], b"{\"status\":\"ready\"}")
                         .await
                 }
-                Method::Get => {
+                Method::Get | Method::Head => {
                     resp.send(503, b"application/json", &[], b"{\"status\":\"not ready\"}")
                         .await
                 }
-                _ => method_not_allowed(resp, b"GET").await,
+                _ => method_not_allowed(resp, b"GET, HEAD").await,
             },
             b"/v1/models" => match method {
-                Method::Get => {
+                Method::Get | Method::Head => {
                     if let Some(err) = self.authenticate(&req) {
                         return resp.send_error(&err).await;
                     }
                     resp.send(200, b"application/json", &[], &self.models_body)
                         .await
                 }
-                _ => method_not_allowed(resp, b"GET").await,
+                _ => method_not_allowed(resp, b"GET, HEAD").await,
             },
             b"/v1/chat/completions" => match method {
                 Method::Post => {
@@ -329,9 +331,12 @@ const NOT_FORWARDED: &[&[u8]] = &[
 ];
 
 fn forward_request_headers(req: &Request<'_>, out: &mut Vec<u8>) {
+    let has_connection = req.header("connection").is_some();
     for h in &req.head.headers {
         let name = h.name.get(req.raw_head);
-        if NOT_FORWARDED.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+        if NOT_FORWARDED.iter().any(|n| n.eq_ignore_ascii_case(name))
+            || (has_connection && listed_in_connection(&req.head.headers, req.raw_head, name))
+        {
             continue;
         }
         write::header(out, name, h.value.get(req.raw_head));

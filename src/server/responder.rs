@@ -14,6 +14,8 @@ use crate::http::{chunked, write, Version};
 /// How a response body is delimited on the client connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyFraming {
+    /// No body and no length header: 1xx, 204 and 304 responses.
+    None,
     /// `Content-Length: n`.
     Length(u64),
     /// `Transfer-Encoding: chunked` (HTTP/1.1 clients only; for HTTP/1.0
@@ -29,6 +31,8 @@ pub struct Responder<'a, S> {
     out: &'a mut Vec<u8>,
     version: Version,
     keep_alive: bool,
+    /// The request was HEAD: heads are sent as for GET, bodies never.
+    head_only: bool,
     framing: Option<BodyFraming>,
 }
 
@@ -38,6 +42,7 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
         out: &'a mut Vec<u8>,
         version: Version,
         keep_alive: bool,
+        head_only: bool,
     ) -> Self {
         out.clear();
         Responder {
@@ -45,6 +50,7 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
             out,
             version,
             keep_alive,
+            head_only,
             framing: None,
         }
     }
@@ -87,6 +93,7 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
             (f, _) => f,
         };
         match framing {
+            BodyFraming::None => {}
             BodyFraming::Length(n) => write::content_length(self.out, n),
             BodyFraming::Chunked => write::header(self.out, b"transfer-encoding", b"chunked"),
             BodyFraming::Close => self.keep_alive = false,
@@ -108,6 +115,9 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
 
     /// Appends body bytes in the response's framing (a chunk for chunked).
     pub fn push_body(&mut self, data: &[u8]) {
+        if self.head_only {
+            return;
+        }
         match self.framing {
             Some(BodyFraming::Chunked) => chunked::encode_chunk(self.out, data),
             _ => self.out.extend_from_slice(data),
@@ -126,6 +136,9 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
     /// Writes `data` straight to the client, after anything buffered. Used
     /// to pass through body bytes already in the right framing.
     pub async fn write_raw(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.head_only {
+            return self.flush().await;
+        }
         if !self.out.is_empty() {
             if self.out.len() + data.len() <= 16 * 1024 {
                 // One syscall for a small head plus the first body bytes.
@@ -142,7 +155,7 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
 
     /// Ends a chunked body (writes the last chunk) and flushes.
     pub async fn finish(&mut self) -> io::Result<()> {
-        if self.framing == Some(BodyFraming::Chunked) {
+        if self.framing == Some(BodyFraming::Chunked) && !self.head_only {
             self.out.extend_from_slice(chunked::LAST_CHUNK);
         }
         self.flush().await
@@ -162,7 +175,9 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
             self.header(name, value);
         }
         self.end_head(BodyFraming::Length(body.len() as u64));
-        self.out.extend_from_slice(body);
+        if !self.head_only {
+            self.out.extend_from_slice(body);
+        }
         self.flush().await
     }
 

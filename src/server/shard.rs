@@ -309,7 +309,13 @@ async fn reject_over_capacity(mut stream: glommio::net::TcpStream) {
         "too_many_connections",
         "the gateway is at its connection limit; retry shortly",
     );
-    let mut resp = Responder::new(&mut stream, &mut out, crate::http::Version::Http11, false);
+    let mut resp = Responder::new(
+        &mut stream,
+        &mut out,
+        crate::http::Version::Http11,
+        false,
+        false,
+    );
     let _ = resp.send_error(&err).await;
     let _ = stream.close().await;
 }

@@ -209,7 +209,7 @@ impl ResponseBody {
             let end = conn.end;
             let read = runtime::timeout(idle_timeout, conn.stream.read(&mut conn.buf[end..])).await;
             match read {
-                None => return Err(UpstreamError::HeadTimeout),
+                None => return Err(UpstreamError::BodyIdleTimeout),
                 Some(Ok(0)) => {
                     if self.framing == ResponseFraming::UntilClose {
                         self.done = true;

@@ -16,6 +16,8 @@ pub enum UpstreamError {
     Tls(std::io::Error),
     /// The response head did not arrive in time.
     HeadTimeout,
+    /// The upstream went silent in the middle of a response body.
+    BodyIdleTimeout,
     /// The connection closed or failed before a complete response head.
     /// `reused` marks a pooled connection: the request is safe to retry once
     /// on a fresh connection, since the upstream did not answer it.
@@ -31,7 +33,9 @@ impl UpstreamError {
     /// byte reached the client.
     pub fn status(&self) -> u16 {
         match self {
-            UpstreamError::ConnectTimeout | UpstreamError::HeadTimeout => 504,
+            UpstreamError::ConnectTimeout
+            | UpstreamError::HeadTimeout
+            | UpstreamError::BodyIdleTimeout => 504,
             _ => 502,
         }
     }
@@ -44,6 +48,7 @@ impl UpstreamError {
             UpstreamError::ConnectTimeout => "upstream_connect_timeout",
             UpstreamError::Tls(_) => "upstream_tls_failure",
             UpstreamError::HeadTimeout => "upstream_timeout",
+            UpstreamError::BodyIdleTimeout => "upstream_body_timeout",
             UpstreamError::Closed { .. } => "upstream_closed",
             UpstreamError::Io(_) => "upstream_io_error",
             UpstreamError::BadResponse(_) => "upstream_bad_response",
@@ -65,6 +70,9 @@ impl fmt::Display for UpstreamError {
             UpstreamError::ConnectTimeout => f.write_str("upstream connect timed out"),
             UpstreamError::Tls(e) => write!(f, "upstream TLS handshake failed: {e}"),
             UpstreamError::HeadTimeout => f.write_str("upstream did not answer in time"),
+            UpstreamError::BodyIdleTimeout => {
+                f.write_str("upstream went silent in the middle of its answer")
+            }
             UpstreamError::Closed { .. } => {
                 f.write_str("upstream closed the connection before answering")
             }
