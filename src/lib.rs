@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod mock;
 pub mod protocol;
 pub mod runtime;
