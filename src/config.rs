@@ -167,6 +167,9 @@ pub struct Limits {
     pub max_headers: usize,
     /// Open client connections per shard; beyond it 503 and close.
     pub max_connections_per_shard: usize,
+    /// Requests tracked for `/admin/requests` across all shards; beyond it
+    /// requests are still served, just not listed.
+    pub max_tracked_requests: usize,
 }
 
 /// Timeouts of the client side, the upstream side and shutdown.
@@ -193,6 +196,49 @@ pub struct Timeouts {
     pub drain: Duration,
 }
 
+/// The access log (`[log]`). Off unless `path` is set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogConfig {
+    /// The log file; `None` turns the access log off.
+    pub path: Option<PathBuf>,
+    /// Fraction of successful requests kept (errors are always kept).
+    /// Env override: `LOG_SAMPLE_RATE`.
+    pub sample_rate: f64,
+    /// Records are written at least this often.
+    pub flush_interval: Duration,
+    /// A write is issued as soon as this many bytes of records are ready.
+    pub batch_bytes: usize,
+    /// Records each shard's ring holds before new ones are dropped.
+    pub ring_slots: usize,
+    /// The file is rotated when it would grow past this size.
+    pub max_file_bytes: u64,
+    /// Also rotate when the UTC day changes.
+    pub rotate_daily: bool,
+    /// Rotated files kept.
+    pub keep: usize,
+    /// Gzip rotated files (off the request shards).
+    pub compress: bool,
+    /// fsync this often; `None` leaves it to the kernel.
+    pub fsync_interval: Option<Duration>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            path: None,
+            sample_rate: 1.0,
+            flush_interval: Duration::from_millis(100),
+            batch_bytes: 256 * 1024,
+            ring_slots: 16384,
+            max_file_bytes: 100 * 1024 * 1024,
+            rotate_daily: true,
+            keep: 7,
+            compress: true,
+            fsync_interval: Some(Duration::from_secs(1)),
+        }
+    }
+}
+
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -216,7 +262,14 @@ pub struct Config {
     pub models: Vec<ModelRoute>,
     /// Provider (index) for models not in the table; `None` answers 404.
     pub default_provider: Option<usize>,
+    /// The access log.
+    pub log: LogConfig,
+    /// Key for `/admin/*`; `None` turns the admin endpoints off.
+    pub admin_key: Option<Secret>,
 }
+
+/// Env var overriding `log.sample_rate`.
+pub const ENV_LOG_SAMPLE_RATE: &str = "LOG_SAMPLE_RATE";
 
 /// A configuration error, with where it is and what to do about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -438,6 +491,24 @@ impl Config {
             Some(p) => writeln!(out, "default provider: {}", p.name),
             None => writeln!(out, "default provider: none (unlisted models get 404)"),
         };
+        let _ = match &self.log.path {
+            Some(p) => writeln!(
+                out,
+                "access log: {} (sample rate {}, rotate at {} B{}, keep {}{})",
+                p.display(),
+                self.log.sample_rate,
+                self.log.max_file_bytes,
+                if self.log.rotate_daily { " and daily" } else { "" },
+                self.log.keep,
+                if self.log.compress { ", gzip" } else { "" }
+            ),
+            None => writeln!(out, "access log: off (no [log] path)"),
+        };
+        let _ = writeln!(
+            out,
+            "admin endpoints: {}",
+            if self.admin_key.is_some() { "on (key: set)" } else { "off (no [admin] key)" }
+        );
         out
     }
 
@@ -451,6 +522,16 @@ impl Config {
         let non_empty = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let listen = match non_empty(ENV_LISTEN) {
             Some(v) => Some(parse_listen(v.trim()).map_err(|(m, h)| env_error(ENV_LISTEN, m, h))?),
+            None => None,
+        };
+        let sample_rate = match non_empty(ENV_LOG_SAMPLE_RATE) {
+            Some(v) => Some(parse_sample_rate(v.trim()).ok_or_else(|| {
+                env_error(
+                    ENV_LOG_SAMPLE_RATE,
+                    format!("`{}` is not a number between 0 and 1", v.trim()),
+                    Some("e.g. 0.1 keeps one successful request in ten".to_string()),
+                )
+            })?),
             None => None,
         };
         let shards = match non_empty(ENV_SHARDS) {
@@ -471,6 +552,9 @@ impl Config {
         }
         if let Some(s) = shards {
             self.shards = s;
+        }
+        if let Some(rate) = sample_rate {
+            self.log.sample_rate = rate;
         }
         Ok(listen.is_some())
     }
@@ -519,6 +603,48 @@ struct RawConfig {
     providers: Vec<RawProvider>,
     routing: RawRouting,
     models: Vec<RawModel>,
+    log: RawLog,
+    admin: RawAdmin,
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawLog {
+    path: Option<Spanned<String>>,
+    sample_rate: Spanned<f64>,
+    flush_interval_ms: Spanned<u64>,
+    batch_bytes: Spanned<u64>,
+    ring_slots: Spanned<u64>,
+    max_file_bytes: Spanned<u64>,
+    rotate_daily: bool,
+    keep: Spanned<u64>,
+    compress: bool,
+    fsync_interval_ms: Spanned<u64>,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        let d = LogConfig::default();
+        RawLog {
+            path: None,
+            sample_rate: unspanned(d.sample_rate),
+            flush_interval_ms: unspanned(d.flush_interval.as_millis() as u64),
+            batch_bytes: unspanned(d.batch_bytes as u64),
+            ring_slots: unspanned(d.ring_slots as u64),
+            max_file_bytes: unspanned(d.max_file_bytes),
+            rotate_daily: d.rotate_daily,
+            keep: unspanned(d.keep as u64),
+            compress: d.compress,
+            fsync_interval_ms: unspanned(1000),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RawAdmin {
+    key: Option<Spanned<String>>,
+    key_env: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -549,6 +675,7 @@ struct RawLimits {
     max_body_bytes: Spanned<u64>,
     max_head_bytes: Spanned<u64>,
     max_headers: Spanned<u64>,
+    max_tracked_requests: Spanned<u64>,
 }
 
 impl Default for RawLimits {
@@ -557,6 +684,7 @@ impl Default for RawLimits {
             max_body_bytes: unspanned(10 * 1024 * 1024),
             max_head_bytes: unspanned(16 * 1024),
             max_headers: unspanned(100),
+            max_tracked_requests: unspanned(65536),
         }
     }
 }
@@ -870,6 +998,11 @@ fn validate(
             positive(src, v, "server.max_connections_per_shard")?;
             to_usize(src, v, "server.max_connections_per_shard")?
         },
+        max_tracked_requests: {
+            let v = &raw.limits.max_tracked_requests;
+            positive(src, v, "limits.max_tracked_requests")?;
+            to_usize(src, v, "limits.max_tracked_requests")?
+        },
     };
 
     let t = &raw.timeouts;
@@ -970,6 +1103,8 @@ fn validate(
         Some(p) => Some(lookup(p, "routing.default_provider")?),
         None => None,
     };
+    let log = validate_log(src, &raw.log)?;
+    let admin_key = validate_admin_key(src, &raw.admin, &client_keys, get_env)?;
 
     Ok(Config {
         listen,
@@ -982,6 +1117,8 @@ fn validate(
         providers,
         models,
         default_provider,
+        log,
+        admin_key,
     })
 }
 
@@ -1199,6 +1336,91 @@ fn shards_from(n: u64) -> Result<Option<usize>, String> {
     }
 }
 
+fn parse_sample_rate(s: &str) -> Option<f64> {
+    s.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r))
+}
+
+fn validate_log(src: &Source<'_>, raw: &RawLog) -> Result<LogConfig, ConfigError> {
+    let path = match &raw.path {
+        Some(p) if p.get_ref().trim().is_empty() => {
+            return Err(src.at(
+                p,
+                "log.path is empty".to_string(),
+                Some("remove it to turn the access log off".to_string()),
+            ))
+        }
+        Some(p) => Some(PathBuf::from(p.get_ref())),
+        None => None,
+    };
+    let rate = *raw.sample_rate.get_ref();
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(src.at(
+            &raw.sample_rate,
+            "log.sample_rate must be between 0 and 1".to_string(),
+            Some("1.0 keeps every request; errors are always kept".to_string()),
+        ));
+    }
+    let ring_slots = to_usize(src, &raw.ring_slots, "log.ring_slots")?;
+    if !ring_slots.is_power_of_two() || !(64..=1 << 22).contains(&ring_slots) {
+        return Err(src.at(
+            &raw.ring_slots,
+            "log.ring_slots must be a power of two between 64 and 4194304".to_string(),
+            Some("the default is 16384".to_string()),
+        ));
+    }
+    let fsync_ms = *raw.fsync_interval_ms.get_ref();
+    Ok(LogConfig {
+        path,
+        sample_rate: rate,
+        flush_interval: millis(src, &raw.flush_interval_ms, "log.flush_interval_ms")?,
+        batch_bytes: {
+            positive(src, &raw.batch_bytes, "log.batch_bytes")?;
+            to_usize(src, &raw.batch_bytes, "log.batch_bytes")?
+        },
+        ring_slots,
+        max_file_bytes: positive(src, &raw.max_file_bytes, "log.max_file_bytes")?,
+        rotate_daily: raw.rotate_daily,
+        keep: to_usize(src, &raw.keep, "log.keep")?,
+        compress: raw.compress,
+        fsync_interval: (fsync_ms > 0).then(|| Duration::from_millis(fsync_ms)),
+    })
+}
+
+fn validate_admin_key(
+    src: &Source<'_>,
+    raw: &RawAdmin,
+    client_keys: &[ClientKey],
+    get_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Secret>, ConfigError> {
+    let (value, place) = match (&raw.key, &raw.key_env) {
+        (Some(_), Some(env)) => {
+            return Err(src.at(
+                env,
+                "admin has both key and key_env".to_string(),
+                Some("keep exactly one of them".to_string()),
+            ))
+        }
+        (None, None) => return Ok(None),
+        (Some(k), None) => (k.get_ref().clone(), k.span()),
+        (None, Some(env)) => (env_secret(src, env, "admin.key_env", get_env)?, env.span()),
+    };
+    if value.chars().count() < 16 || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(src.error(
+            place,
+            "the admin key must be at least 16 characters without whitespace".to_string(),
+            Some("use a long random key, e.g. from `openssl rand -hex 24`".to_string()),
+        ));
+    }
+    if client_keys.iter().any(|k| k.secret.expose() == value) {
+        return Err(src.error(
+            place,
+            "the admin key is also a client key".to_string(),
+            Some("give the admin endpoints their own key".to_string()),
+        ));
+    }
+    Ok(Some(Secret::new(value)))
+}
+
 fn is_loopback(addr: &SocketAddr) -> bool {
     // `to_canonical` so that ::ffff:127.0.0.1 counts as loopback too.
     addr.ip().to_canonical().is_loopback()
@@ -1395,8 +1617,11 @@ base_url = "https://api.openai.com/v1"
                 max_head_bytes: 16384,
                 max_headers: 100,
                 max_connections_per_shard: 10_000,
+                max_tracked_requests: 65536,
             }
         );
+        assert_eq!(cfg.log, LogConfig::default());
+        assert!(cfg.admin_key.is_none());
         assert_eq!(
             cfg.timeouts,
             Timeouts {
@@ -1987,5 +2212,50 @@ base_url = "https://api.openai.com/v1"
         assert_eq!(edit_distance("listen", "listen"), 0);
         assert_eq!(closest("lisen", &["listen", "shards"]), Some("listen"));
         assert_eq!(closest("xyz", &["listen", "shards"]), None);
+    }
+
+    #[test]
+    fn log_section_is_validated() {
+        let cfg = parse(
+            "[log]\npath = \"/tmp/a.log\"\nsample_rate = 0.25\nring_slots = 1024\nfsync_interval_ms = 0\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.log.path.as_deref(), Some(Path::new("/tmp/a.log")));
+        assert_eq!(cfg.log.sample_rate, 0.25);
+        assert_eq!(cfg.log.ring_slots, 1024);
+        assert_eq!(cfg.log.fsync_interval, None);
+
+        let e = parse("[log]\nsample_rate = 1.5\n").unwrap_err();
+        assert_eq!((e.line, e.message.contains("between 0 and 1")), (Some(2), true));
+        let e = parse("[log]\nring_slots = 1000\n").unwrap_err();
+        assert!(e.message.contains("power of two"), "{e}");
+        let e = parse("[log]\npath = \"\"\n").unwrap_err();
+        assert!(e.message.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn log_sample_rate_env_override() {
+        let mut cfg = parse("").unwrap();
+        cfg.apply_env_overrides(|k| (k == ENV_LOG_SAMPLE_RATE).then(|| "0.5".to_string()))
+            .unwrap();
+        assert_eq!(cfg.log.sample_rate, 0.5);
+        let e = cfg
+            .apply_env_overrides(|k| (k == ENV_LOG_SAMPLE_RATE).then(|| "2".to_string()))
+            .unwrap_err();
+        assert_eq!(e.path, "<env LOG_SAMPLE_RATE>");
+    }
+
+    #[test]
+    fn admin_key_rules() {
+        let cfg = parse("[admin]\nkey = \"admin-key-0123456789\"\n").unwrap();
+        assert_eq!(cfg.admin_key.unwrap().expose(), "admin-key-0123456789");
+        let e = parse("[admin]\nkey = \"short\"\n").unwrap_err();
+        assert!(e.message.contains("at least 16"), "{e}");
+        assert!(!e.to_string().contains("short\""), "the key must not be echoed: {e}");
+        let e = parse(
+            "[[auth.keys]]\nid = \"a\"\nkey = \"same-key-0123456789\"\n[admin]\nkey = \"same-key-0123456789\"\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("also a client key"), "{e}");
     }
 }
