@@ -498,7 +498,11 @@ impl Config {
                 p.display(),
                 self.log.sample_rate,
                 self.log.max_file_bytes,
-                if self.log.rotate_daily { " and daily" } else { "" },
+                if self.log.rotate_daily {
+                    " and daily"
+                } else {
+                    ""
+                },
                 self.log.keep,
                 if self.log.compress { ", gzip" } else { "" }
             ),
@@ -507,7 +511,11 @@ impl Config {
         let _ = writeln!(
             out,
             "admin endpoints: {}",
-            if self.admin_key.is_some() { "on (key: set)" } else { "off (no [admin] key)" }
+            if self.admin_key.is_some() {
+                "on (key: set)"
+            } else {
+                "off (no [admin] key)"
+            }
         );
         out
     }
@@ -2226,7 +2234,10 @@ base_url = "https://api.openai.com/v1"
         assert_eq!(cfg.log.fsync_interval, None);
 
         let e = parse("[log]\nsample_rate = 1.5\n").unwrap_err();
-        assert_eq!((e.line, e.message.contains("between 0 and 1")), (Some(2), true));
+        assert_eq!(
+            (e.line, e.message.contains("between 0 and 1")),
+            (Some(2), true)
+        );
         let e = parse("[log]\nring_slots = 1000\n").unwrap_err();
         assert!(e.message.contains("power of two"), "{e}");
         let e = parse("[log]\npath = \"\"\n").unwrap_err();
@@ -2251,7 +2262,10 @@ base_url = "https://api.openai.com/v1"
         assert_eq!(cfg.admin_key.unwrap().expose(), "admin-key-0123456789");
         let e = parse("[admin]\nkey = \"short\"\n").unwrap_err();
         assert!(e.message.contains("at least 16"), "{e}");
-        assert!(!e.to_string().contains("short\""), "the key must not be echoed: {e}");
+        assert!(
+            !e.to_string().contains("short\""),
+            "the key must not be echoed: {e}"
+        );
         let e = parse(
             "[[auth.keys]]\nid = \"a\"\nkey = \"same-key-0123456789\"\n[admin]\nkey = \"same-key-0123456789\"\n",
         )

@@ -539,6 +539,14 @@ impl ShardRecorder {
         bump_i(&self.metrics.open_connections, -1);
     }
 
+    /// Sets the open-connections gauge outright (for a shard that counts
+    /// its connections elsewhere and mirrors the count periodically).
+    pub fn set_connections(&self, open: u64) {
+        self.metrics
+            .open_connections
+            .store(open.min(i64::MAX as u64) as i64, Relaxed);
+    }
+
     /// A request started (in-flight gauge +1). Pair with
     /// [`request_finished`](Self::request_finished), e.g. from a drop guard so
     /// a dropped request future still decrements.

@@ -6,3 +6,4 @@
 
 pub mod fast_path;
 pub mod json;
+pub mod usage;

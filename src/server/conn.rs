@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::errors::GatewayError;
+use super::exchange::{ErrorClass, Exchange, RequestId};
 use super::responder::Responder;
 use super::shard::ShardState;
 use crate::http::{
@@ -63,6 +64,12 @@ pub trait Service {
         req: Request<'_>,
         resp: &mut Responder<'_, S>,
     ) -> io::Result<()>;
+
+    /// Called once per request after its answer (or failure), with what it
+    /// did: the place for metrics and the access log.
+    fn finish(&self, exchange: &Exchange) {
+        let _ = exchange;
+    }
 }
 
 /// Initial read buffer of a client connection; grown for large bodies and
@@ -128,8 +135,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    async fn send_error_and_close(&mut self, version: crate::http::Version, err: GatewayError) {
-        let mut resp = Responder::new(&mut self.stream, &mut self.out, version, false, false);
+    async fn send_error_and_close(
+        &mut self,
+        version: crate::http::Version,
+        err: GatewayError,
+        exchange: &mut Exchange,
+    ) {
+        exchange.error = super::exchange::error_class_of_status(err.status);
+        let mut resp = Responder::new(
+            &mut self.stream,
+            &mut self.out,
+            version,
+            false,
+            false,
+            exchange,
+        );
         if resp.send_error(&err).await.is_ok() {
             self.linger().await;
         }
@@ -171,6 +191,18 @@ pub async fn serve_connection<S, H>(
         chunked_body: Vec::new(),
         head: RequestHead::default(),
     };
+    // Answers a request that failed before reaching the service, records it,
+    // and ends the connection.
+    macro_rules! fail {
+        ($version:expr, $err:expr, $id:expr, $started:expr) => {{
+            let bytes_in = (conn.end - conn.start) as u64;
+            let mut exchange = Exchange::new($id, $started, bytes_in);
+            conn.send_error_and_close($version, $err, &mut exchange)
+                .await;
+            service.finish(&exchange);
+            return;
+        }};
+    }
     loop {
         // Idle between requests: wait for the first byte of the next one.
         if conn.start == conn.end {
@@ -187,7 +219,8 @@ pub async fn serve_connection<S, H>(
         }
 
         // The head, within the header-read deadline.
-        let head_deadline = Instant::now() + settings.header_read;
+        let started = Instant::now();
+        let head_deadline = started + settings.header_read;
         loop {
             let pending = &conn.buf[conn.start..conn.end];
             match parse_request_head(pending, &settings.head_limits, &mut conn.head) {
@@ -195,9 +228,7 @@ pub async fn serve_connection<S, H>(
                 Ok(ParseStatus::Partial) => {}
                 Err(e) => {
                     let err = GatewayError::new(e.status(), "invalid_http_request", e.message());
-                    conn.send_error_and_close(crate::http::Version::Http11, err)
-                        .await;
-                    return;
+                    fail!(crate::http::Version::Http11, err, state.ids.next(), started)
                 }
             }
             match conn.read_more(Some(head_deadline), state).await {
@@ -208,15 +239,18 @@ pub async fn serve_connection<S, H>(
                         "request_timeout",
                         "request head not received in time",
                     );
-                    conn.send_error_and_close(crate::http::Version::Http11, err)
-                        .await;
-                    return;
+                    fail!(crate::http::Version::Http11, err, state.ids.next(), started)
                 }
                 _ => return,
             }
         }
         let version = conn.head.version;
         let head_len = conn.head.head_len;
+        let request_id = conn
+            .head
+            .header(&conn.buf[conn.start..conn.end], "x-request-id")
+            .and_then(RequestId::from_client)
+            .unwrap_or_else(|| state.ids.next());
 
         // The body, within the body-read deadline.
         let body_deadline = Instant::now() + settings.body_read;
@@ -232,8 +266,7 @@ pub async fn serve_connection<S, H>(
                             settings.max_body_bytes
                         ),
                     );
-                    conn.send_error_and_close(version, err).await;
-                    return;
+                    fail!(version, err, request_id, started)
                 }
                 let total = head_len + n as usize;
                 if conn.end - conn.start < total {
@@ -263,8 +296,7 @@ pub async fn serve_connection<S, H>(
                                     "request_timeout",
                                     "request body not received in time",
                                 );
-                                conn.send_error_and_close(version, err).await;
-                                return;
+                                fail!(version, err, request_id, started)
                             }
                             _ => return,
                         }
@@ -285,10 +317,7 @@ pub async fn serve_connection<S, H>(
                 }
                 match read_chunked_body(&mut conn, settings, state, body_deadline).await {
                     Ok(consumed) => head_len + consumed,
-                    Err(Some(err)) => {
-                        conn.send_error_and_close(version, err).await;
-                        return;
-                    }
+                    Err(Some(err)) => fail!(version, err, request_id, started),
                     Err(None) => return,
                 }
             }
@@ -309,18 +338,29 @@ pub async fn serve_connection<S, H>(
             .requests_in_flight
             .set(state.requests_in_flight.get() + 1);
         let head_only = conn.head.method == crate::http::Method::Head;
+        let mut exchange = Exchange::new(request_id, started, consumed_total as u64);
+        exchange.set_method(conn.head.method);
         let mut responder = Responder::new(
             &mut conn.stream,
             &mut conn.out,
             version,
             keep_alive,
             head_only,
+            &mut exchange,
         );
         let result = service.call(request, &mut responder).await;
         let keep_alive = responder.keep_alive();
         state
             .requests_in_flight
             .set(state.requests_in_flight.get() - 1);
+        if result.is_err() {
+            // The client went away (or its socket failed) mid-answer.
+            if exchange.status == 0 {
+                exchange.status = 499;
+            }
+            exchange.error = ErrorClass::ClientDisconnect;
+        }
+        service.finish(&exchange);
         if result.is_err() || !keep_alive {
             let _ = conn.stream.close().await;
             return;

@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use futures_lite::AsyncWrite;
 
+use super::exchange::ErrorClass;
 use super::responder::{BodyFraming, Responder};
 use crate::http::{listed_in_connection, ResponseFraming};
+use crate::metrics::InflightGuard;
+use crate::protocol::usage::scan_openai_usage;
 use crate::upstream::{BodyChunk, Pool, UpstreamResponse};
 
 /// Response headers that describe the upstream connection, not the
@@ -44,6 +47,7 @@ pub async fn forward_response<S: AsyncWrite + Unpin>(
     pool: &Pool,
     idle_timeout: Duration,
     resp: &mut Responder<'_, S>,
+    tracked: Option<&InflightGuard<'_>>,
 ) -> io::Result<()> {
     resp.begin(upstream.head.status);
     let headers = &upstream.head.headers;
@@ -54,6 +58,12 @@ pub async fn forward_response<S: AsyncWrite + Unpin>(
         if HOP_BY_HOP.iter().any(|n| n.eq_ignore_ascii_case(name))
             || (has_connection && listed_in_connection(headers, raw, name))
         {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"x-request-id") {
+            // The gateway's own id is the one the client correlates with;
+            // the provider's is kept under another name.
+            resp.header(b"x-upstream-request-id", h.value.get(raw));
             continue;
         }
         resp.header(name, h.value.get(raw));
@@ -86,6 +96,12 @@ pub async fn forward_response<S: AsyncWrite + Unpin>(
                 }
             })
             .await;
+        if let Ok(BodyChunk::Raw(raw)) = &chunk {
+            scan_openai_usage(raw, &mut resp.exchange().usage);
+            if let Some(t) = tracked {
+                t.add_bytes(raw.len() as u64);
+            }
+        }
         match chunk {
             Ok(BodyChunk::Raw(raw)) => match relay {
                 Relay::AsIs => resp.write_raw(raw).await?,
@@ -96,7 +112,11 @@ pub async fn forward_response<S: AsyncWrite + Unpin>(
                 Relay::Decoded => resp.write_raw(&decoded).await?,
             },
             Ok(BodyChunk::End) => break,
-            Err(_) => {
+            Err(e) => {
+                resp.exchange().error = match e {
+                    crate::upstream::UpstreamError::BodyIdleTimeout => ErrorClass::UpstreamTimeout,
+                    _ => ErrorClass::UpstreamProtocol,
+                };
                 // The head is already out: all that is left is to end the
                 // connection, so the client sees a truncated body rather
                 // than a complete-looking one.

@@ -16,9 +16,16 @@ use super::forward::forward_response;
 use super::shard::ShardState;
 use crate::config::{Config, Provider, ProviderProtocol};
 use crate::http::{listed_in_connection, write, Method};
+use crate::metrics::{InflightEntry, Route};
 use crate::protocol::fast_path::{extract_routing_fields, rewrite_model, FieldError};
 use crate::protocol::json::write_string;
-use crate::upstream::{exchange, Pool, PoolKey, UpstreamRequest};
+use crate::upstream::{exchange, Pool, PoolKey, UpstreamError, UpstreamRequest};
+use std::borrow::Cow;
+use std::time::Instant;
+use subtle::ConstantTimeEq;
+
+use super::exchange::{ErrorClass, Exchange};
+use super::telemetry::{ShardLog, SharedTelemetry, Telemetry};
 
 /// How often a shard closes expired idle upstream connections.
 const POOL_SWEEP: Duration = Duration::from_secs(5);
@@ -81,12 +88,29 @@ pub struct Gateway {
     /// Spare buffers for request bodies and heads; taken and returned
     /// around each request so no borrow is held across an await.
     spare: RefCell<Vec<Vec<u8>>>,
+    telemetry: Rc<Telemetry>,
+    /// Provider names as the tracker shows them.
+    provider_names: Vec<Cow<'static, str>>,
 }
 
 impl Gateway {
     /// The gateway for one shard, with its own upstream pool.
-    pub fn new(config: Arc<Config>, shard: Rc<ShardState>, pool: Pool) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        shard: Rc<ShardState>,
+        pool: Pool,
+        telemetry: Arc<SharedTelemetry>,
+        log: Option<ShardLog>,
+    ) -> Self {
         let pool = Rc::new(pool);
+        let connections = {
+            let shard = Rc::downgrade(&shard);
+            move || shard.upgrade().map_or(0, |s| s.connections.get())
+        };
+        let telemetry = Telemetry::start(telemetry, shard.id, log, connections, {
+            let pool = Rc::downgrade(&pool);
+            move || pool.upgrade().map_or(0, |p| p.idle_count())
+        });
         glommio::spawn_local({
             let pool = Rc::downgrade(&pool);
             async move {
@@ -104,7 +128,13 @@ impl Gateway {
             auth: Authenticator::new(&config.client_keys),
             providers: config.providers.iter().map(ProviderRoute::new).collect(),
             models_body: render_models(&config),
+            provider_names: config
+                .providers
+                .iter()
+                .map(|p| Cow::Owned(p.name.clone()))
+                .collect(),
             config,
+            telemetry,
             shard,
             pool,
             spare: RefCell::new(Vec::new()),
@@ -133,30 +163,38 @@ impl Gateway {
             Ok(f) => f,
             Err(e) => {
                 self.give_buf(scratch);
-                return resp.send_error(&field_error(e)).await;
+                return send_error(resp, &field_error(e)).await;
             }
         };
+        {
+            let ex = resp.exchange();
+            ex.model_requested = Some(bounded(&fields.model));
+            ex.stream = fields.stream;
+        }
         let (provider_index, upstream_model) = match self.config.route(&fields.model) {
             Some(route) => (route.provider, route.upstream_model.as_deref()),
             None => match self.config.default_provider {
                 Some(p) => (p, None),
                 None => {
                     self.give_buf(scratch);
-                    return resp
-                        .send_error(&GatewayError::new(
-                            404,
-                            "model_not_found",
-                            format!("the model `{}` is not served by this gateway", fields.model),
-                        ))
-                        .await;
+                    let err = GatewayError::new(
+                        404,
+                        "model_not_found",
+                        format!("the model `{}` is not served by this gateway", fields.model),
+                    );
+                    return send_error(resp, &err).await;
                 }
             },
         };
         let provider = &self.providers[provider_index];
+        {
+            let ex = resp.exchange();
+            ex.provider = Some(provider_index as u16);
+            ex.model_served = Some(bounded(upstream_model.unwrap_or(&fields.model)));
+        }
         if provider.protocol != ProviderProtocol::OpenAi {
             self.give_buf(scratch);
-            return resp
-                .send_error(&GatewayError::new(
+            return send_error(resp, &GatewayError::new(
                     501,
                     "translation_not_supported",
                     format!(
@@ -166,6 +204,20 @@ impl Gateway {
                 ))
                 .await;
         }
+        let ex = resp.exchange();
+        let tracked = self.telemetry.shared.tracker.begin(
+            InflightEntry {
+                id: ex.id.numeric,
+                shard: self.shard.id as u16,
+                started: ex.started,
+                started_unix_us: unix_micros(),
+                client_protocol: "openai",
+                model: fields.model.clone(),
+                provider: None,
+                credential: None,
+            }
+            .with_provider(self.provider_names[provider_index].clone()),
+        );
 
         let mut rewritten = self.take_buf();
         let body: &[u8] = match upstream_model {
@@ -187,6 +239,7 @@ impl Gateway {
             body,
         };
         let timeouts = &self.config.timeouts;
+        let upstream_started = Instant::now();
         let result = exchange(
             &self.pool,
             &provider.key,
@@ -200,11 +253,19 @@ impl Gateway {
         self.give_buf(scratch);
         match result {
             Ok(upstream) => {
-                forward_response(upstream, &self.pool, timeouts.upstream_body_idle, resp).await
+                let ex = resp.exchange();
+                ex.upstream_latency_us = Some(upstream_started.elapsed().as_micros() as u64);
+                ex.upstream_status = Some(upstream.head.status);
+                if upstream.head.status >= 400 {
+                    ex.error = ErrorClass::UpstreamStatus;
+                }
+                let idle = timeouts.upstream_body_idle;
+                forward_response(upstream, &self.pool, idle, resp, tracked.as_ref()).await
             }
             Err(e) => {
-                resp.send_error(&GatewayError::new(e.status(), e.code(), e.to_string()))
-                    .await
+                let err = GatewayError::new(e.status(), e.code(), e.to_string());
+                resp.exchange().error = upstream_error_class(&e);
+                resp.send_error(&err).await
             }
         }
     }
@@ -216,7 +277,25 @@ impl Service for Gateway {
         req: Request<'_>,
         resp: &mut super::responder::Responder<'_, S>,
     ) -> io::Result<()> {
+        self.telemetry.recorder.request_started();
+        let result = self.route(req, resp).await;
+        self.telemetry.recorder.request_finished();
+        result
+    }
+
+    fn finish(&self, exchange: &Exchange) {
+        self.telemetry.record(exchange);
+    }
+}
+
+impl Gateway {
+    async fn route<S: AsyncWrite + Unpin>(
+        &self,
+        req: Request<'_>,
+        resp: &mut super::responder::Responder<'_, S>,
+    ) -> io::Result<()> {
         let method = req.head.method;
+        resp.exchange().route = route_of(req.path());
         match req.path() {
             b"/health" => match method {
                 Method::Get => {
@@ -251,10 +330,35 @@ impl Service for Gateway {
                     if let Some(err) = self.authenticate(&req) {
                         return resp.send_error(&err).await;
                     }
+                    resp.exchange().client_key = self.client_key(&req);
                     self.chat_completions(&req, resp).await
                 }
                 _ => method_not_allowed(resp, b"POST").await,
             },
+            b"/metrics" => match method {
+                Method::Get | Method::Head => {
+                    let body = self.telemetry.shared.prometheus();
+                    resp.send(200, PROMETHEUS_TEXT, &[], body.as_bytes()).await
+                }
+                _ => method_not_allowed(resp, b"GET, HEAD").await,
+            },
+            b"/admin/stats" | b"/admin/requests" => {
+                if let Some(err) = self.authenticate_admin(&req) {
+                    return resp.send_error(&err).await;
+                }
+                match method {
+                    Method::Get | Method::Head => {
+                        let body = if req.path() == b"/admin/stats" {
+                            self.telemetry.shared.stats_json()
+                        } else {
+                            self.telemetry.shared.requests_json()
+                        };
+                        resp.send(200, b"application/json", &[], body.as_bytes())
+                            .await
+                    }
+                    _ => method_not_allowed(resp, b"GET, HEAD").await,
+                }
+            }
             _ => {
                 let err = GatewayError::new(404, "not_found", "unknown path");
                 resp.send_error(&err).await
@@ -264,6 +368,46 @@ impl Service for Gateway {
 }
 
 impl Gateway {
+    fn client_key(&self, req: &Request<'_>) -> Option<u16> {
+        match self.auth.check(req) {
+            AuthOutcome::Key(i) => Some(i as u16),
+            _ => None,
+        }
+    }
+
+    /// Admin endpoints: off (404) without an admin key, else the key must be
+    /// presented as `Authorization: Bearer` or `x-admin-key`.
+    fn authenticate_admin(&self, req: &Request<'_>) -> Option<GatewayError> {
+        let Some(key) = &self.config.admin_key else {
+            return Some(GatewayError::new(
+                404,
+                "admin_disabled",
+                "admin endpoints are off: set [admin] key in the config",
+            ));
+        };
+        let presented = req
+            .header("x-admin-key")
+            .or_else(|| {
+                req.header("authorization").and_then(|v| {
+                    (v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ")).then(|| &v[7..])
+                })
+            })
+            .map(|v| v.trim_ascii());
+        match presented {
+            Some(p) if bool::from(p.ct_eq(key.expose().as_bytes())) => None,
+            Some(_) => Some(GatewayError::new(
+                401,
+                "invalid_admin_key",
+                "the admin key is not valid",
+            )),
+            None => Some(GatewayError::new(
+                401,
+                "missing_admin_key",
+                "send the admin key as `Authorization: Bearer <key>` or `x-admin-key`",
+            )),
+        }
+    }
+
     fn authenticate(&self, req: &Request<'_>) -> Option<GatewayError> {
         match self.auth.check(req) {
             AuthOutcome::Open | AuthOutcome::Key(_) => None,
@@ -284,6 +428,59 @@ async fn method_not_allowed<S: AsyncWrite + Unpin>(
     let err = GatewayError::new(405, "method_not_allowed", "method not allowed on this path");
     resp.send_json_with(405, &[(b"allow", allow)], |out| err.write_openai_body(out))
         .await
+}
+
+/// The Prometheus text exposition content type.
+const PROMETHEUS_TEXT: &[u8] = b"text/plain; version=0.0.4; charset=utf-8";
+
+/// Model names kept in logs and metrics are cut to this many bytes.
+const MAX_MODEL_LABEL: usize = 64;
+
+fn bounded(model: &str) -> String {
+    let mut end = model.len().min(MAX_MODEL_LABEL);
+    while !model.is_char_boundary(end) {
+        end -= 1;
+    }
+    model[..end].to_owned()
+}
+
+fn route_of(path: &[u8]) -> Route {
+    match path {
+        b"/v1/chat/completions" => Route::ChatCompletions,
+        b"/v1/models" => Route::Models,
+        b"/health" => Route::Health,
+        b"/ready" => Route::Ready,
+        b"/metrics" => Route::Metrics,
+        p if p.starts_with(b"/admin/") => Route::Admin,
+        _ => Route::Other,
+    }
+}
+
+fn upstream_error_class(e: &UpstreamError) -> ErrorClass {
+    match e {
+        UpstreamError::Dns(_) | UpstreamError::ConnectRefused(_) | UpstreamError::Tls(_) => {
+            ErrorClass::UpstreamConnect
+        }
+        UpstreamError::ConnectTimeout
+        | UpstreamError::HeadTimeout
+        | UpstreamError::BodyIdleTimeout => ErrorClass::UpstreamTimeout,
+        UpstreamError::Closed { .. } | UpstreamError::Io(_) | UpstreamError::BadResponse(_) => {
+            ErrorClass::UpstreamProtocol
+        }
+    }
+}
+
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+async fn send_error<S: AsyncWrite + Unpin>(
+    resp: &mut super::responder::Responder<'_, S>,
+    err: &GatewayError,
+) -> io::Result<()> {
+    resp.send_error(err).await
 }
 
 fn field_error(e: FieldError) -> GatewayError {

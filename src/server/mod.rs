@@ -13,15 +13,19 @@
 pub mod auth;
 pub mod conn;
 pub mod errors;
+pub mod exchange;
 pub mod forward;
 pub mod gateway;
 pub mod listener;
 pub mod responder;
 pub mod shard;
 pub mod shutdown;
+pub mod telemetry;
 
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use crate::log::{log_ring, LogProducer, LogSettings, LogWriter, LogWriterHandle, Names, Sampler};
 
 use crate::config::Config;
 use crate::http::HeadLimits;
@@ -34,6 +38,7 @@ use shard::{GlobalState, ShardSpec};
 pub enum ServeError {
     Listen(listener::ListenError),
     Tls(std::io::Error),
+    Log(std::io::Error),
     Shards(shard::ShardError),
 }
 
@@ -42,6 +47,7 @@ impl std::fmt::Display for ServeError {
         match self {
             ServeError::Listen(e) => e.fmt(f),
             ServeError::Tls(e) => write!(f, "upstream TLS setup failed: {e}"),
+            ServeError::Log(e) => write!(f, "cannot open the access log: {e}"),
             ServeError::Shards(e) => e.fmt(f),
         }
     }
@@ -74,6 +80,9 @@ pub struct BoundGateway {
     listeners: Vec<std::net::TcpListener>,
     global: Arc<GlobalState>,
     tls: Arc<rustls::ClientConfig>,
+    telemetry: Arc<telemetry::SharedTelemetry>,
+    /// The access log: its writer thread and each shard's ring producer.
+    log: Option<(LogWriterHandle, Vec<LogProducer>)>,
     /// The address actually bound (the port resolved if 0 was asked).
     pub local_addr: std::net::SocketAddr,
 }
@@ -90,7 +99,19 @@ impl BoundGateway {
         let local_addr = listeners[0]
             .local_addr()
             .map_err(|e| ServeError::Listen(listener::ListenError::Io(config.listen, e)))?;
+        let provider_names: Vec<String> = config.providers.iter().map(|p| p.name.clone()).collect();
+        let telemetry = telemetry::SharedTelemetry::new(
+            shards,
+            &provider_names,
+            config.limits.max_tracked_requests,
+        );
+        let log = match &config.log.path {
+            Some(path) => Some(start_log(&config, path, shards).map_err(ServeError::Log)?),
+            None => None,
+        };
         Ok(BoundGateway {
+            telemetry,
+            log,
             config: Arc::new(config),
             listeners,
             global: GlobalState::new(shards),
@@ -115,7 +136,15 @@ impl BoundGateway {
             drain: config.timeouts.drain,
         };
         let tls = self.tls;
-        shard::run_shards(
+        let telemetry = self.telemetry;
+        let (writer, producers) = match self.log {
+            Some((writer, producers)) => (Some(writer), producers.into_iter().map(Some).collect()),
+            None => (None, Vec::new()),
+        };
+        let producers: Arc<Mutex<Vec<Option<LogProducer>>>> = Arc::new(Mutex::new(producers));
+        let sample_rate = config.log.sample_rate;
+        let seed = self.global.id_seed;
+        let result = shard::run_shards(
             spec,
             self.listeners,
             self.global,
@@ -131,9 +160,54 @@ impl BoundGateway {
                     timeouts.upstream_idle,
                     gateway::MAX_IDLE_PER_UPSTREAM,
                 );
-                gateway::Gateway::new(config.clone(), state, pool)
+                // Each shard takes its own ring once, at start.
+                let log = producers
+                    .lock()
+                    .unwrap()
+                    .get_mut(state.id)
+                    .and_then(Option::take)
+                    .map(|producer| telemetry::ShardLog {
+                        producer,
+                        sampler: Sampler::new(sample_rate, seed ^ state.id as u64),
+                    });
+                gateway::Gateway::new(config.clone(), state, pool, telemetry.clone(), log)
             },
         )
-        .map_err(ServeError::Shards)
+        .map_err(ServeError::Shards);
+        // The shards have stopped: drain every ring, write and fsync.
+        if let Some(writer) = writer {
+            writer.shutdown();
+        }
+        result
     }
+}
+
+/// Creates one ring per shard and starts the log writer thread.
+fn start_log(
+    config: &Config,
+    path: &std::path::Path,
+    shards: usize,
+) -> std::io::Result<(LogWriterHandle, Vec<LogProducer>)> {
+    let c = &config.log;
+    let (producers, consumers): (Vec<_>, Vec<_>) =
+        (0..shards).map(|_| log_ring(c.ring_slots)).unzip();
+    let settings = LogSettings {
+        path: path.to_path_buf(),
+        ring_capacity: c.ring_slots,
+        batch_bytes: c.batch_bytes,
+        flush_interval: c.flush_interval,
+        fsync_interval: c.fsync_interval,
+        max_file_bytes: c.max_file_bytes,
+        rotate_daily: c.rotate_daily,
+        compress: c.compress,
+        keep: c.keep,
+        ..LogSettings::default()
+    };
+    let names = Names {
+        client_keys: config.client_keys.iter().map(|k| k.id.clone()).collect(),
+        providers: config.providers.iter().map(|p| p.name.clone()).collect(),
+        credentials: Vec::new(),
+    };
+    let writer = LogWriter::spawn(settings, names, consumers)?;
+    Ok((writer, producers))
 }

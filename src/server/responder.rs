@@ -9,6 +9,7 @@ use std::io;
 use futures_lite::{AsyncWrite, AsyncWriteExt};
 
 use super::errors::GatewayError;
+use super::exchange::Exchange;
 use crate::http::{chunked, write, Version};
 
 /// How a response body is delimited on the client connection.
@@ -34,6 +35,7 @@ pub struct Responder<'a, S> {
     /// The request was HEAD: heads are sent as for GET, bodies never.
     head_only: bool,
     framing: Option<BodyFraming>,
+    exchange: &'a mut Exchange,
 }
 
 impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
@@ -43,6 +45,7 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
         version: Version,
         keep_alive: bool,
         head_only: bool,
+        exchange: &'a mut Exchange,
     ) -> Self {
         out.clear();
         Responder {
@@ -52,7 +55,21 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
             keep_alive,
             head_only,
             framing: None,
+            exchange,
         }
+    }
+
+    /// What this request did so far; handlers fill in what they learn.
+    pub fn exchange(&mut self) -> &mut Exchange {
+        self.exchange
+    }
+
+    /// Records bytes that reached the client.
+    fn sent(&mut self, n: usize) {
+        if self.exchange.ttfb_us.is_none() {
+            self.exchange.ttfb_us = Some(self.exchange.elapsed_us());
+        }
+        self.exchange.bytes_out += n as u64;
     }
 
     /// Whether the connection stays open after this response.
@@ -78,6 +95,8 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
         // whatever the request's minor version (RFC 9110 section 6.2);
         // the framing still follows what the client understands.
         write::status_line(self.out, Version::Http11, status);
+        write::header(self.out, b"x-request-id", self.exchange.id.as_bytes());
+        self.exchange.status = status;
     }
 
     /// Adds a header line to the head being built.
@@ -128,6 +147,8 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
     pub async fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
             self.stream.write_all(self.out).await?;
+            let n = self.out.len();
+            self.sent(n);
             self.out.clear();
         }
         Ok(())
@@ -149,6 +170,7 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
         }
         if !data.is_empty() {
             self.stream.write_all(data).await?;
+            self.sent(data.len());
         }
         Ok(())
     }
@@ -197,6 +219,9 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
 
     /// Sends a gateway error as an OpenAI-shaped JSON body.
     pub async fn send_error(&mut self, err: &GatewayError) -> io::Result<()> {
+        if self.exchange.error == super::exchange::ErrorClass::None {
+            self.exchange.error = super::exchange::error_class_of_status(err.status);
+        }
         self.send_json_with(err.status, &[], |out| err.write_openai_body(out))
             .await
     }

@@ -16,6 +16,7 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use super::conn::{serve_connection, ConnSettings, Service};
 use super::errors::GatewayError;
+use super::exchange::{Exchange, RequestIds};
 use super::responder::Responder;
 use super::shutdown::ShutdownSignal;
 
@@ -28,6 +29,8 @@ pub struct GlobalState {
     pub shards_serving: AtomicUsize,
     /// Shards the server was started with.
     pub shard_count: usize,
+    /// Per-process seed of generated request ids.
+    pub id_seed: u64,
 }
 
 impl GlobalState {
@@ -37,6 +40,7 @@ impl GlobalState {
             shutdown: Arc::new(AtomicBool::new(false)),
             shards_serving: AtomicUsize::new(0),
             shard_count,
+            id_seed: super::exchange::id_seed(),
         })
     }
 
@@ -54,6 +58,8 @@ pub struct ShardState {
     pub shutdown: ShutdownSignal,
     pub connections: Cell<usize>,
     pub requests_in_flight: Cell<usize>,
+    /// Request ids issued by this shard.
+    pub ids: RequestIds,
     pub global: Arc<GlobalState>,
 }
 
@@ -193,6 +199,7 @@ where
                     shutdown: ShutdownSignal::default(),
                     connections: Cell::new(0),
                     requests_in_flight: Cell::new(0),
+                    ids: RequestIds::new(id as u16, global.id_seed),
                     global: global.clone(),
                 });
                 let service = Rc::new(make_service(state.clone()));
@@ -268,7 +275,7 @@ async fn serve_shard<H: Service + 'static>(
         };
         let _ = stream.set_nodelay(true);
         if state.connections.get() >= spec.max_connections_per_shard {
-            glommio::spawn_local(reject_over_capacity(stream)).detach();
+            glommio::spawn_local(reject_over_capacity(stream, state.clone())).detach();
             continue;
         }
         state.connections.set(state.connections.get() + 1);
@@ -302,8 +309,9 @@ impl Drop for ConnectionGuard {
     }
 }
 
-async fn reject_over_capacity(mut stream: glommio::net::TcpStream) {
+async fn reject_over_capacity(mut stream: glommio::net::TcpStream, state: Rc<ShardState>) {
     let mut out = Vec::with_capacity(256);
+    let mut exchange = Exchange::new(state.ids.next(), std::time::Instant::now(), 0);
     let err = GatewayError::new(
         503,
         "too_many_connections",
@@ -315,6 +323,7 @@ async fn reject_over_capacity(mut stream: glommio::net::TcpStream) {
         crate::http::Version::Http11,
         false,
         false,
+        &mut exchange,
     );
     let _ = resp.send_error(&err).await;
     let _ = stream.close().await;

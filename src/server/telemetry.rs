@@ -1,0 +1,204 @@
+//! Per-shard telemetry: the shard's metrics recorder, the process-wide
+//! registry and in-flight tracker, and the admin endpoints that read them.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metrics::{
+    render_json_stats, render_prometheus, InflightTracker, MetricsConfig, MetricsRegistry,
+    RequestSample, ShardRecorder,
+};
+
+use super::exchange::{ErrorClass, Exchange};
+use crate::log::{
+    AccessRecord, ClientProtocol, LogProducer, ModelName, Route as LogRoute, Sampler,
+};
+use crate::metrics::Route;
+use std::cell::RefCell;
+
+/// How often a shard publishes its histograms for scrapes.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// What all shards share: the registry and the tracker.
+pub struct SharedTelemetry {
+    pub registry: Arc<MetricsRegistry>,
+    pub tracker: Arc<InflightTracker>,
+}
+
+impl SharedTelemetry {
+    /// Telemetry for `shards` shards serving `providers` (names, in config
+    /// order), tracking at most `max_tracked` in-flight requests.
+    pub fn new(shards: usize, providers: &[String], max_tracked: usize) -> Arc<Self> {
+        let tracker = Arc::new(InflightTracker::new(max_tracked, shards));
+        let registry = MetricsRegistry::new(
+            MetricsConfig::new(shards)
+                .error_classes(ErrorClass::ALL.iter().map(|c| c.as_str()))
+                .providers(providers.iter().cloned())
+                .tracker(tracker.clone()),
+        );
+        Arc::new(SharedTelemetry { registry, tracker })
+    }
+
+    /// The Prometheus text exposition of every shard's metrics.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        render_prometheus(&self.registry.snapshot(), &mut out);
+        out
+    }
+
+    /// The same as JSON with percentiles.
+    pub fn stats_json(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        render_json_stats(&self.registry.snapshot(), &mut out);
+        out
+    }
+
+    /// Every in-flight request as JSON.
+    pub fn requests_json(&self) -> String {
+        let mut out = String::with_capacity(1024);
+        self.tracker.render_json(&mut out);
+        out
+    }
+}
+
+/// One shard's side of the access log: its ring and its sampler.
+pub struct ShardLog {
+    pub producer: LogProducer,
+    pub sampler: Sampler,
+}
+
+/// One shard's telemetry.
+pub struct Telemetry {
+    pub shared: Arc<SharedTelemetry>,
+    pub recorder: ShardRecorder,
+    shard: u16,
+    log: Option<RefCell<ShardLog>>,
+}
+
+impl Telemetry {
+    /// The telemetry of shard `id`; starts its publishing timer, which also
+    /// mirrors the gauges counted elsewhere (open client connections, idle
+    /// upstream connections).
+    pub fn start(
+        shared: Arc<SharedTelemetry>,
+        id: usize,
+        log: Option<ShardLog>,
+        connections: impl Fn() -> usize + 'static,
+        idle_upstream: impl Fn() -> usize + 'static,
+    ) -> Rc<Self> {
+        let recorder = shared
+            .registry
+            .recorder(id)
+            .expect("one recorder per shard");
+        let telemetry = Rc::new(Telemetry {
+            shared,
+            recorder,
+            shard: id as u16,
+            log: log.map(RefCell::new),
+        });
+        glommio::spawn_local({
+            let weak = Rc::downgrade(&telemetry);
+            async move {
+                loop {
+                    crate::runtime::sleep(PUBLISH_EVERY).await;
+                    let Some(t) = weak.upgrade() else { return };
+                    t.recorder.publish();
+                    t.recorder.set_connections(connections() as u64);
+                    if let Some(log) = &t.log {
+                        let log = log.borrow();
+                        let slot = std::mem::size_of::<AccessRecord>() as u64;
+                        let metrics = t.recorder.metrics();
+                        metrics.set_log_ring_usage(
+                            log.producer.usage() as u64 * slot,
+                            log.producer.capacity() as u64 * slot,
+                        );
+                        metrics.set_log_dropped(log.producer.dropped());
+                    }
+                    t.recorder
+                        .metrics()
+                        .set_upstream_idle(idle_upstream() as u64);
+                }
+            }
+        })
+        .detach();
+        telemetry
+    }
+
+    /// Records a finished request.
+    pub fn record(&self, ex: &Exchange) {
+        let error_class = (ex.error != ErrorClass::None).then_some(ex.error as u8);
+        self.recorder.record_request(&RequestSample {
+            route: ex.route,
+            status: ex.status,
+            error_class,
+            provider: ex.provider,
+            model: ex.model_served.as_deref(),
+            total_us: ex.elapsed_us(),
+            upstream_us: ex.upstream_latency_us,
+            first_token_us: if ex.stream { ex.ttfb_us } else { None },
+        });
+        if let Some(log) = &self.log {
+            let mut log = log.borrow_mut();
+            let is_error = ex.status >= 400 || ex.error != ErrorClass::None;
+            if log.sampler.keep(is_error) {
+                // A full ring drops the record and counts it: the request
+                // never waits for the log.
+                log.producer.push(&self.access_record(ex));
+            } else {
+                log.producer.count_sampled_out();
+            }
+        }
+    }
+
+    fn access_record(&self, ex: &Exchange) -> AccessRecord {
+        let micros = |us: Option<u64>| us.map(|v| v.min(u64::from(u32::MAX)) as u32);
+        AccessRecord {
+            timestamp_us: ex.started_unix_us,
+            bytes_in: ex.bytes_in,
+            bytes_out: ex.bytes_out,
+            latency_us: ex.elapsed_us(),
+            upstream_latency_us: micros(ex.upstream_latency_us),
+            ttfb_us: micros(ex.ttfb_us),
+            input_tokens: ex.usage.input,
+            output_tokens: ex.usage.output,
+            cached_tokens: ex.usage.cached,
+            request_id: ex.id.numeric.to_be_bytes(),
+            shard: self.shard,
+            status: ex.status,
+            client_key: ex.client_key,
+            provider: ex.provider,
+            credential: None,
+            upstream_status: ex.upstream_status,
+            client_protocol: match ex.route {
+                Route::ChatCompletions => ClientProtocol::OpenAiChat,
+                _ => ClientProtocol::Other,
+            },
+            method: ex.method,
+            route: log_route(ex.route),
+            stream: ex.stream,
+            retries: ex.retries,
+            error_class: ex.error,
+            model_requested: ModelName::new(ex.model_requested.as_deref().unwrap_or("")),
+            model_served: ModelName::new(ex.model_served.as_deref().unwrap_or("")),
+        }
+    }
+}
+
+/// The access log's name for a metrics route (the log keeps finer routes
+/// for the protocols still to come).
+fn log_route(route: Route) -> LogRoute {
+    match route {
+        Route::ChatCompletions => LogRoute::ChatCompletions,
+        Route::Responses => LogRoute::Responses,
+        Route::Messages => LogRoute::Messages,
+        Route::CountTokens => LogRoute::CountTokens,
+        Route::GeminiGenerate => LogRoute::GenerateContent,
+        Route::GeminiStream => LogRoute::StreamGenerateContent,
+        Route::Models => LogRoute::Models,
+        Route::Health | Route::Ready => LogRoute::Health,
+        Route::Metrics => LogRoute::Metrics,
+        Route::Admin => LogRoute::Other,
+        Route::Other => LogRoute::Unknown,
+    }
+}
