@@ -99,16 +99,17 @@ impl BoundGateway {
         let local_addr = listeners[0]
             .local_addr()
             .map_err(|e| ServeError::Listen(listener::ListenError::Io(config.listen, e)))?;
+        let log = match &config.log.path {
+            Some(path) => Some(start_log(&config, path, shards).map_err(ServeError::Log)?),
+            None => None,
+        };
         let provider_names: Vec<String> = config.providers.iter().map(|p| p.name.clone()).collect();
         let telemetry = telemetry::SharedTelemetry::new(
             shards,
             &provider_names,
             config.limits.max_tracked_requests,
+            log.as_ref().map(|(writer, _)| writer.stats()),
         );
-        let log = match &config.log.path {
-            Some(path) => Some(start_log(&config, path, shards).map_err(ServeError::Log)?),
-            None => None,
-        };
         Ok(BoundGateway {
             telemetry,
             log,

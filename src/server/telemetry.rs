@@ -12,24 +12,32 @@ use crate::metrics::{
 
 use super::exchange::{ErrorClass, Exchange};
 use crate::log::{
-    AccessRecord, ClientProtocol, LogProducer, ModelName, Route as LogRoute, Sampler,
+    AccessRecord, ClientProtocol, LogProducer, LogStats, ModelName, Route as LogRoute, Sampler,
 };
 use crate::metrics::Route;
 use std::cell::RefCell;
+use std::fmt::Write as _;
 
 /// How often a shard publishes its histograms for scrapes.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
-/// What all shards share: the registry and the tracker.
+/// What all shards share: the registry, the tracker and the log writer's
+/// counters.
 pub struct SharedTelemetry {
     pub registry: Arc<MetricsRegistry>,
     pub tracker: Arc<InflightTracker>,
+    pub log: Option<Arc<LogStats>>,
 }
 
 impl SharedTelemetry {
     /// Telemetry for `shards` shards serving `providers` (names, in config
     /// order), tracking at most `max_tracked` in-flight requests.
-    pub fn new(shards: usize, providers: &[String], max_tracked: usize) -> Arc<Self> {
+    pub fn new(
+        shards: usize,
+        providers: &[String],
+        max_tracked: usize,
+        log: Option<Arc<LogStats>>,
+    ) -> Arc<Self> {
         let tracker = Arc::new(InflightTracker::new(max_tracked, shards));
         let registry = MetricsRegistry::new(
             MetricsConfig::new(shards)
@@ -37,13 +45,25 @@ impl SharedTelemetry {
                 .providers(providers.iter().cloned())
                 .tracker(tracker.clone()),
         );
-        Arc::new(SharedTelemetry { registry, tracker })
+        Arc::new(SharedTelemetry {
+            registry,
+            tracker,
+            log,
+        })
     }
 
     /// The Prometheus text exposition of every shard's metrics.
     pub fn prometheus(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
         render_prometheus(&self.registry.snapshot(), &mut out);
+        if let Some(log) = &self.log {
+            for (name, help, value) in log_counters(log) {
+                let _ = write!(
+                    out,
+                    "# HELP shardgate_log_{name}_total {help}\n# TYPE shardgate_log_{name}_total counter\nshardgate_log_{name}_total {value}\n"
+                );
+            }
+        }
         out
     }
 
@@ -51,6 +71,17 @@ impl SharedTelemetry {
     pub fn stats_json(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
         render_json_stats(&self.registry.snapshot(), &mut out);
+        if let Some(log) = &self.log {
+            // Appended as one more member of the top-level object.
+            if out.ends_with('}') {
+                out.pop();
+                out.push_str(",\"log\":{");
+                for (i, (name, _, value)) in log_counters(log).iter().enumerate() {
+                    let _ = write!(out, "{}\"{name}\":{value}", if i > 0 { "," } else { "" });
+                }
+                out.push_str("}}");
+            }
+        }
         out
     }
 
@@ -60,6 +91,46 @@ impl SharedTelemetry {
         self.tracker.render_json(&mut out);
         out
     }
+}
+
+/// The log writer's counters as (name, help, value).
+///
+/// Ring-full drops are not here: each shard reports its own
+/// (`shardgate_log_records_dropped_total{shard=..}`).
+fn log_counters(log: &LogStats) -> [(&'static str, &'static str, u64); 6] {
+    use std::sync::atomic::Ordering::Relaxed;
+    [
+        (
+            "records_written",
+            "Access-log records written to the file.",
+            log.records_written.load(Relaxed),
+        ),
+        (
+            "records_sampled_out",
+            "Successful requests not logged because of sampling.",
+            log.records_sampled_out(),
+        ),
+        (
+            "write_errors",
+            "Failed access-log writes (disk full, I/O errors).",
+            log.write_errors.load(Relaxed),
+        ),
+        (
+            "records_lost",
+            "Access-log records lost to failed writes.",
+            log.records_lost.load(Relaxed),
+        ),
+        (
+            "bytes_written",
+            "Bytes written to the access log.",
+            log.bytes_written.load(Relaxed),
+        ),
+        (
+            "rotations",
+            "Access-log file rotations.",
+            log.rotations.load(Relaxed),
+        ),
+    ]
 }
 
 /// One shard's side of the access log: its ring and its sampler.
