@@ -317,7 +317,7 @@ impl Gateway {
             },
             b"/v1/models" => match method {
                 Method::Get | Method::Head => {
-                    if let Some(err) = self.authenticate(&req) {
+                    if let Some(err) = self.authenticate(&req, resp) {
                         return resp.send_error(&err).await;
                     }
                     resp.send(200, b"application/json", &[], &self.models_body)
@@ -327,10 +327,9 @@ impl Gateway {
             },
             b"/v1/chat/completions" => match method {
                 Method::Post => {
-                    if let Some(err) = self.authenticate(&req) {
+                    if let Some(err) = self.authenticate(&req, resp) {
                         return resp.send_error(&err).await;
                     }
-                    resp.exchange().client_key = self.client_key(&req);
                     self.chat_completions(&req, resp).await
                 }
                 _ => method_not_allowed(resp, b"POST").await,
@@ -368,13 +367,6 @@ impl Gateway {
 }
 
 impl Gateway {
-    fn client_key(&self, req: &Request<'_>) -> Option<u16> {
-        match self.auth.check(req) {
-            AuthOutcome::Key(i) => Some(i as u16),
-            _ => None,
-        }
-    }
-
     /// Admin endpoints: off (404) without an admin key, else the key must be
     /// presented as `Authorization: Bearer` or `x-admin-key`.
     fn authenticate_admin(&self, req: &Request<'_>) -> Option<GatewayError> {
@@ -408,9 +400,19 @@ impl Gateway {
         }
     }
 
-    fn authenticate(&self, req: &Request<'_>) -> Option<GatewayError> {
+    /// Checks the client key and records which one it was; `Some` is the
+    /// error to answer with.
+    fn authenticate<S: AsyncWrite + Unpin>(
+        &self,
+        req: &Request<'_>,
+        resp: &mut super::responder::Responder<'_, S>,
+    ) -> Option<GatewayError> {
         match self.auth.check(req) {
-            AuthOutcome::Open | AuthOutcome::Key(_) => None,
+            AuthOutcome::Open => None,
+            AuthOutcome::Key(i) => {
+                resp.exchange().client_key = Some(i as u16);
+                None
+            }
             AuthOutcome::Missing => Some(GatewayError::new(
                 401,
                 "missing_api_key",

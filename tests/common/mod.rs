@@ -346,6 +346,9 @@ pub struct ConfigBuilder {
     pub limits: Vec<(String, String)>,
     pub timeouts: Vec<(String, String)>,
     pub extra_ca_file: Option<PathBuf>,
+    /// Other tables (`[log]`, `[admin]`, ...): (table, [(name, raw TOML value)]),
+    /// written after the model table.
+    pub sections: Vec<(String, Vec<(String, String)>)>,
     /// Raw TOML appended at the end.
     pub extra: String,
 }
@@ -364,6 +367,7 @@ impl ConfigBuilder {
             limits: Vec::new(),
             timeouts: Vec::new(),
             extra_ca_file: None,
+            sections: Vec::new(),
             extra: String::new(),
         }
     }
@@ -427,6 +431,37 @@ impl ConfigBuilder {
         self
     }
 
+    /// Sets `[table] name = value` (value is raw TOML) for a table the
+    /// builder has no field for, e.g. `[log]` or `[admin]`.
+    pub fn section(mut self, table: &str, name: &str, value: impl ToString) -> Self {
+        let entries = match self.sections.iter().position(|(t, _)| t == table) {
+            Some(i) => &mut self.sections[i].1,
+            None => {
+                self.sections.push((table.to_string(), Vec::new()));
+                &mut self.sections.last_mut().unwrap().1
+            }
+        };
+        entries.retain(|(n, _)| n != name);
+        entries.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Turns the access log on: `[log] path = path`.
+    pub fn log_path(self, path: &Path) -> Self {
+        let value = toml_str(path.to_str().expect("UTF-8 log path"));
+        self.section("log", "path", value)
+    }
+
+    /// Sets `[log] name = value` (value is raw TOML).
+    pub fn log(self, name: &str, value: impl ToString) -> Self {
+        self.section("log", name, value)
+    }
+
+    /// Turns the admin endpoints on: `[admin] key = key`.
+    pub fn admin_key(self, key: &str) -> Self {
+        self.section("admin", "key", toml_str(key))
+    }
+
     /// The TOML text.
     pub fn build(&self) -> String {
         let mut t = String::new();
@@ -472,6 +507,12 @@ impl ConfigBuilder {
             let _ = writeln!(t, "provider = \"mock\"");
             if let Some(up) = &m.upstream_model {
                 let _ = writeln!(t, "upstream_model = {}", toml_str(up));
+            }
+        }
+        for (table, entries) in &self.sections {
+            let _ = writeln!(t, "\n[{table}]");
+            for (k, v) in entries {
+                let _ = writeln!(t, "{k} = {v}");
             }
         }
         t.push_str(&self.extra);
