@@ -3,15 +3,12 @@
 
 use std::cell::Cell;
 use std::net::TcpListener as StdListener;
-use std::os::fd::IntoRawFd;
-use std::os::unix::io::FromRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_lite::AsyncWriteExt;
-use glommio::net::TcpListener;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use super::conn::{serve_connection, ConnSettings, Service};
@@ -19,6 +16,7 @@ use super::errors::GatewayError;
 use super::exchange::{Exchange, RequestIds};
 use super::responder::Responder;
 use super::shutdown::ShutdownSignal;
+use crate::runtime::net::{EpollListener, EpollStream};
 
 /// State shared by all shards of one server (atomics only: read rarely,
 /// never on the per-request path except `/ready`).
@@ -179,8 +177,9 @@ where
         // More shards than cores cannot all be pinned.
         PoolPlacement::Unbound(spec.shards)
     };
-    let fds: Vec<i32> = listeners.into_iter().map(|l| l.into_raw_fd()).collect();
-    let fds = Arc::new(Mutex::new(fds.into_iter().map(Some).collect::<Vec<_>>()));
+    let listeners = Arc::new(Mutex::new(
+        listeners.into_iter().map(Some).collect::<Vec<_>>(),
+    ));
     let next_index = Arc::new(AtomicUsize::new(0));
     let spec = Arc::new(spec);
 
@@ -191,9 +190,9 @@ where
             let global = global.clone();
             move || async move {
                 let id = next_index.fetch_add(1, Ordering::SeqCst);
-                let fd = fds.lock().unwrap()[id].take().expect("listener taken once");
-                // SAFETY: the fd came from a listening std socket we own.
-                let listener = unsafe { TcpListener::from_raw_fd(fd) };
+                let listener = listeners.lock().unwrap()[id]
+                    .take()
+                    .expect("listener taken once");
                 let state = Rc::new(ShardState {
                     id,
                     shutdown: ShutdownSignal::default(),
@@ -236,7 +235,7 @@ where
 }
 
 async fn serve_shard<H: Service + 'static>(
-    listener: TcpListener,
+    listener: StdListener,
     service: Rc<H>,
     state: Rc<ShardState>,
     spec: &ShardSpec,
@@ -248,6 +247,15 @@ async fn serve_shard<H: Service + 'static>(
     .detach();
     state.global.shards_serving.fetch_add(1, Ordering::SeqCst);
 
+    let listener = match EpollListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("shardgate: shard {}: cannot watch the listener: {e}", state.id);
+            state.global.shards_serving.fetch_sub(1, Ordering::SeqCst);
+            state.global.shutdown.store(true, Ordering::Relaxed);
+            return;
+        }
+    };
     let settings = Rc::new(spec.conn.clone());
     let mut accept_errors = 0u64;
     loop {
@@ -309,7 +317,7 @@ impl Drop for ConnectionGuard {
     }
 }
 
-async fn reject_over_capacity(mut stream: glommio::net::TcpStream, state: Rc<ShardState>) {
+async fn reject_over_capacity(mut stream: EpollStream, state: Rc<ShardState>) {
     let mut out = Vec::with_capacity(256);
     let mut exchange = Exchange::new(state.ids.next(), std::time::Instant::now(), 0);
     let err = GatewayError::new(

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::net::TcpStream;
+use crate::runtime::net::EpollStream as TcpStream;
 use rustls::pki_types::ServerName;
 
 use super::{DnsCache, UpstreamError, UpstreamStream};
@@ -112,7 +112,7 @@ impl Connector {
                     tcp = Some(stream);
                     break;
                 }
-                Some(Err(e)) => last_err = UpstreamError::ConnectRefused(e.into()),
+                Some(Err(e)) => last_err = UpstreamError::ConnectRefused(e),
                 None => {
                     last_err = UpstreamError::ConnectTimeout;
                     break;

@@ -5,9 +5,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
+use crate::runtime::net::EpollStream as TcpStream;
 
-/// Plain or TLS upstream stream; both sides are glommio TCP streams.
+/// Plain or TLS upstream stream, both over the shard's epoll-driven TCP.
 pub enum UpstreamStream {
     Plain(TcpStream),
     Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),

@@ -1,7 +1,10 @@
-//! The small surface of the async runtime the I/O layers use: timers.
+//! The small surface of the async runtime the I/O layers use: timers, and
+//! (in [`net`]) TCP streams driven by a per-shard edge-triggered epoll.
 //!
 //! Keeping timers behind these functions keeps glommio out of the rest of
 //! the code, so the runtime can be swapped without touching callers.
+
+pub mod net;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
