@@ -220,6 +220,12 @@ pub struct LogConfig {
     pub compress: bool,
     /// fsync this often; `None` leaves it to the kernel.
     pub fsync_interval: Option<Duration>,
+    /// Also log request and response bodies (redacted, capped).
+    pub log_bodies: bool,
+    /// Most bytes of each body logged.
+    pub body_cap_bytes: usize,
+    /// Per-shard ring for bodies in flight to the writer.
+    pub body_ring_bytes: usize,
 }
 
 impl Default for LogConfig {
@@ -235,6 +241,9 @@ impl Default for LogConfig {
             keep: 7,
             compress: true,
             fsync_interval: Some(Duration::from_secs(1)),
+            log_bodies: false,
+            body_cap_bytes: 16 * 1024,
+            body_ring_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -628,6 +637,9 @@ struct RawLog {
     keep: Spanned<u64>,
     compress: bool,
     fsync_interval_ms: Spanned<u64>,
+    log_bodies: bool,
+    body_cap_bytes: Spanned<u64>,
+    body_ring_bytes: Spanned<u64>,
 }
 
 impl Default for RawLog {
@@ -644,6 +656,9 @@ impl Default for RawLog {
             keep: unspanned(d.keep as u64),
             compress: d.compress,
             fsync_interval_ms: unspanned(1000),
+            log_bodies: d.log_bodies,
+            body_cap_bytes: unspanned(d.body_cap_bytes as u64),
+            body_ring_bytes: unspanned(d.body_ring_bytes as u64),
         }
     }
 }
@@ -1391,6 +1406,30 @@ fn validate_log(src: &Source<'_>, raw: &RawLog) -> Result<LogConfig, ConfigError
         keep: to_usize(src, &raw.keep, "log.keep")?,
         compress: raw.compress,
         fsync_interval: (fsync_ms > 0).then(|| Duration::from_millis(fsync_ms)),
+        log_bodies: raw.log_bodies,
+        body_cap_bytes: {
+            positive(src, &raw.body_cap_bytes, "log.body_cap_bytes")?;
+            to_usize(src, &raw.body_cap_bytes, "log.body_cap_bytes")?
+        },
+        body_ring_bytes: {
+            let v = &raw.body_ring_bytes;
+            let n = to_usize(src, v, "log.body_ring_bytes")?;
+            let cap = to_usize(src, &raw.body_cap_bytes, "log.body_cap_bytes")?;
+            // The writer needs room for a few whole entries (two capped
+            // bodies each) to make progress.
+            if raw.log_bodies && n < 4 * (2 * cap + 16) {
+                return Err(src.at(
+                    v,
+                    "log.body_ring_bytes must hold at least four capped request/response pairs"
+                        .to_string(),
+                    Some(format!(
+                        "with body_cap_bytes = {cap}, use at least {}",
+                        4 * (2 * cap + 16)
+                    )),
+                ));
+            }
+            n
+        },
     })
 }
 

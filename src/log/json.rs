@@ -163,6 +163,84 @@ pub fn encode_json_line(rec: &AccessRecord, names: &Names, out: &mut Vec<u8>) {
     out.truncate(start + len);
 }
 
+/// [`encode_json_line`] plus the bodies attached to the record: the line
+/// ends with `,"request_body":"...","response_body":"..."}` and `'\n'`.
+///
+/// The bodies are written as JSON strings: escaped per RFC 8259 (so the
+/// line stays one line) and decoded as UTF-8 with every invalid sequence
+/// replaced by U+FFFD, as [`String::from_utf8_lossy`] does (see
+/// [`write_json_bytes_lossy`]). They are written as given: redact and cap
+/// them before they are pushed. Lines of records without bodies have no
+/// such fields (they are left out, not `null`).
+pub fn encode_json_line_with_bodies(
+    rec: &AccessRecord,
+    names: &Names,
+    request_body: &[u8],
+    response_body: &[u8],
+    out: &mut Vec<u8>,
+) {
+    encode_json_line(rec, names, out);
+    debug_assert!(out.ends_with(b"}\n"));
+    out.truncate(out.len() - 2);
+    out.reserve(request_body.len() + response_body.len() + 2 * ESCAPE_SLACK + 40);
+    out.extend_from_slice(b",\"request_body\":");
+    write_json_bytes_lossy(request_body, out);
+    out.extend_from_slice(b",\"response_body\":");
+    write_json_bytes_lossy(response_body, out);
+    out.extend_from_slice(b"}\n");
+}
+
+/// Room reserved up front for escapes; more is reserved as needed.
+const ESCAPE_SLACK: usize = 64;
+
+/// Appends `bytes` as a quoted JSON string: valid UTF-8 is copied (escaped
+/// per RFC 8259 like [`write_json_str`]), each maximal invalid sequence
+/// becomes U+FFFD, exactly as in [`String::from_utf8_lossy`].
+pub fn write_json_bytes_lossy(bytes: &[u8], out: &mut Vec<u8>) {
+    out.push(b'"');
+    for chunk in bytes.utf8_chunks() {
+        escape_into(chunk.valid().as_bytes(), out);
+        if !chunk.invalid().is_empty() {
+            out.extend_from_slice("\u{FFFD}".as_bytes());
+        }
+    }
+    out.push(b'"');
+}
+
+/// Appends `s` (valid UTF-8) escaped, without quotes: runs of bytes that
+/// need no escape are copied in one piece.
+fn escape_into(s: &[u8], out: &mut Vec<u8>) {
+    let mut run = 0;
+    for (i, &b) in s.iter().enumerate() {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0x08 => b'b',
+            0x0c => b'f',
+            0..=0x1f => 0,
+            _ => continue,
+        };
+        out.extend_from_slice(&s[run..i]);
+        run = i + 1;
+        if short != 0 {
+            out.extend_from_slice(&[b'\\', short]);
+        } else {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 15) as usize],
+            ]);
+        }
+    }
+    out.extend_from_slice(&s[run..]);
+}
+
 /// Enum names padded to 32 bytes, with their real length, so that they can
 /// be copied with one fixed-size move.
 type Padded = ([u8; 32], usize);
@@ -812,6 +890,69 @@ mod tests {
             assert_eq!(v["ts"].as_str().unwrap().as_bytes(), &ts[..]);
         }
         assert!(out.starts_with(b"previous line\n"));
+    }
+
+    #[test]
+    fn lossy_bytes_match_from_utf8_lossy() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"plain",
+            b"quote\" back\\ nl\n cr\r tab\t bs\x08 ff\x0c nul\x00 us\x1f del\x7f",
+            "ünïcødé 模型 🦀 \u{2028}".as_bytes(),
+            b"\xff",
+            b"a\xffb\xfe\xfdc",
+            b"\xe6\xa8",                     // cut 3-byte sequence
+            b"\xf0\x9f\xa6",                 // cut 4-byte sequence
+            b"ok\xf0\x9f\xa6\x80ok\xc0\xaf", // valid crab, overlong '/'
+            b"\xed\xa0\x80",                 // surrogate
+        ];
+        for &c in cases {
+            let mut out = b"x".to_vec();
+            write_json_bytes_lossy(c, &mut out);
+            assert!(!out[1..].contains(&b'\n'));
+            let s = std::str::from_utf8(&out[1..]).unwrap();
+            let v: Value = serde_json::from_str(s).unwrap();
+            assert_eq!(v.as_str().unwrap(), String::from_utf8_lossy(c), "{c:?}");
+        }
+        // Control characters use the short forms, like write_json_str.
+        let mut a = Vec::new();
+        write_json_bytes_lossy(b"\"\\\n\r\t\x08\x0c\x01", &mut a);
+        assert_eq!(a, b"\"\\\"\\\\\\n\\r\\t\\b\\f\\u0001\"");
+    }
+
+    #[test]
+    fn line_with_bodies() {
+        let mut out = Vec::new();
+        encode_json_line_with_bodies(
+            &full_record(),
+            &names(),
+            b"{\"messages\":[{\"content\":\"line1\nline2\"}]}",
+            b"data: {\"x\":1}\n\ndata: [DONE]\n\n\xff",
+            &mut out,
+        );
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        let o = v.as_object().unwrap();
+        assert_eq!(o.len(), 26);
+        // The bodies come last, in this order.
+        let text = std::str::from_utf8(&out).unwrap();
+        let at = |k: &str| text.find(k).unwrap();
+        assert!(at("\"error\":") < at("\"request_body\":"));
+        assert!(at("\"request_body\":") < at("\"response_body\":"));
+        assert_eq!(
+            v["request_body"],
+            "{\"messages\":[{\"content\":\"line1\nline2\"}]}"
+        );
+        assert_eq!(
+            v["response_body"],
+            "data: {\"x\":1}\n\ndata: [DONE]\n\n\u{FFFD}"
+        );
+        assert_eq!(v["error"], "upstream_status");
+        // Everything before the bodies is the plain line.
+        let mut plain = Vec::new();
+        encode_json_line(&full_record(), &names(), &mut plain);
+        assert!(out.starts_with(&plain[..plain.len() - 2]));
     }
 
     #[test]

@@ -46,22 +46,79 @@
 //!   closes the rings, drains them completely, writes, fsyncs and joins.
 //!   Records pushed after that are refused (`push` returns false) and
 //!   counted in [`LogStats::records_dropped`].
-//! * **Bounded memory**: each ring is fixed (capacity x 248 bytes), the
-//!   writer holds two buffers of at most ~4 x `batch_bytes` each, and the
-//!   compression queue is bounded.
+//! * **Bounded memory**: each ring is fixed (capacity x 256 bytes, plus
+//!   `body_ring_bytes` with body logging), the writer holds two buffers of
+//!   at most ~4 x `batch_bytes` each (plus one line), and the compression
+//!   queue is bounded.
 //! * **Disk trouble is counted, not propagated**: failed writes drop their
 //!   batch ([`LogStats::write_errors`], [`LogStats::records_lost`], one
 //!   stderr line per 10 s at most) and the rings keep draining.
 //!
-//! Request/response bodies: not logged by default. Records stay fixed-size
-//! and body-free on purpose; a future opt-in body log would keep its own
-//! bounded buffer and pass every body through [`redact_and_cap`] (cap the
-//! size, blank out secrets) before it leaves the shard. Only that function
-//! exists today.
+//! # Body logging (off by default)
+//!
+//! Records stay fixed-size and body-free. When [`LogSettings::log_bodies`]
+//! is on, each shard's ring also gets a bounded byte ring for bodies
+//! ([`log_ring_with_bodies`], or [`LogSettings::ring`]; default
+//! [`DEFAULT_BODY_RING_BYTES`] = 4 MiB per shard), and the shard logs with
+//! [`LogProducer::push_with_body`]:
+//!
+//! ```no_run
+//! # use shardgate::log::*;
+//! let settings = LogSettings { log_bodies: true, ..Default::default() };
+//! let (mut producer, consumer) = settings.ring();
+//! let writer = LogWriter::spawn(settings.clone(), Names::default(), vec![consumer])?;
+//! // Per shard, kept across requests (no allocation once warm):
+//! let (mut scratch, mut req, mut resp) = (Vec::new(), Vec::new(), Vec::new());
+//! // Per request:
+//! # let (request_body, response_body) = (b"{}", b"{}");
+//! let rec = AccessRecord { status: 200, ..Default::default() };
+//! req.clear();
+//! resp.clear();
+//! redact_and_cap_with(request_body, settings.body_cap_bytes, &mut scratch, &mut req);
+//! redact_and_cap_with(response_body, settings.body_cap_bytes, &mut scratch, &mut resp);
+//! producer.push_with_body(&rec, &req, &resp);
+//! # writer.shutdown();
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! * **Secrets**: bodies are logged exactly as pushed. Pass every body
+//!   through [`redact_and_cap_with`] first (cap the size, blank out
+//!   `api_key`-like values, `sk-...`, `Bearer ...`, `AIza...`); it is best
+//!   effort, not a DLP filter, so body logs still deserve tight file
+//!   permissions (the log is created 0640).
+//! * **Format**: a record pushed with a body gets two more fields at the
+//!   end of its line, `"request_body"` and `"response_body"`, JSON strings
+//!   (escaped per RFC 8259, so a line stays one line; invalid UTF-8 becomes
+//!   U+FFFD). Records pushed without a body have no such fields (absent,
+//!   not `null`), so lines of the default configuration are unchanged.
+//! * **Pairing**: the body entry is written first, then the record with a
+//!   `body` flag in its ring slot (not in [`AccessRecord`], whose fields
+//!   are unchanged); the writer takes the next body entry for each flagged
+//!   record. Both rings are FIFO; each entry is also tagged with its
+//!   record's index and checked.
+//! * **Loss**: the record ring is checked first: when it is full the record
+//!   and its body are dropped together ([`LogStats::records_dropped`]) and
+//!   no body is ever left behind. When the record fits but the body does
+//!   not (the body ring is full or the body is larger than the ring), the
+//!   record is logged without the body and counted in
+//!   [`LogStats::bodies_dropped`].
+//! * **Cost on the shard**: redaction is one or two linear passes over at
+//!   most `body_cap_bytes` of each body (plus whatever the server does to
+//!   keep a capped copy of a streamed response), then `push_with_body`
+//!   adds one copy of both bodies into the body ring and one `Release`
+//!   store to `push` (about the cost of that `memcpy`: tens of ns for a few
+//!   KiB). No lock, no syscall, and no allocation once the caller's buffers
+//!   are warm; the body ring's pages are mapped lazily, so only its first
+//!   lap takes page faults. On the writer: escaping the bodies (up to
+//!   6 bytes out per byte in) and correspondingly larger writes and files;
+//!   budget disk and `max_file_bytes` for it. Memory: `body_ring_bytes`
+//!   per shard, mapped as it fills; the writer's batch buffer may exceed
+//!   its cap by one line.
 //!
 //! This module depends on std, io-uring and (for gzip of rotated files)
 //! flate2, nothing else in the crate.
 
+mod body;
 mod json;
 mod record;
 mod redact;
@@ -69,13 +126,19 @@ mod ring;
 mod sample;
 mod writer;
 
-pub use json::{encode_json_line, write_json_str, write_rfc3339_micros};
+pub use body::DEFAULT_BODY_RING_BYTES;
+pub use json::{
+    encode_json_line, encode_json_line_with_bodies, write_json_bytes_lossy, write_json_str,
+    write_rfc3339_micros,
+};
 pub use record::{
     AccessRecord, ClientProtocol, ErrorClass, HttpMethod, InlineStr, ModelName, Names,
     RequestIdGen, Route,
 };
-pub use redact::{redact_and_cap, REDACTED};
-pub use ring::{log_ring, LogConsumer, LogProducer, DEFAULT_RING_CAPACITY};
+pub use redact::{redact_and_cap, redact_and_cap_with, REDACTED};
+pub use ring::{
+    log_ring, log_ring_with_bodies, Bodies, LogConsumer, LogProducer, DEFAULT_RING_CAPACITY,
+};
 pub use sample::{entropy_seed, parse_sample_rate, sample_rate_from_env, Sampler};
 pub use writer::{LogSettings, LogStats, LogWriter, LogWriterHandle};
 
@@ -502,5 +565,288 @@ mod tests {
         writer.shutdown();
         assert_eq!(stats.records_written.load(Ordering::Relaxed), 1);
         assert_eq!(stats.ring_usage(0), 0);
+    }
+
+    /// The deterministic body of record `seq` (varied sizes, JSON-hostile
+    /// bytes included).
+    fn body_of(seq: u64, which: u8) -> Vec<u8> {
+        let len = (seq.wrapping_mul(7919) % 1500) as usize;
+        let alphabet = b"ab\"\\\n{}:x\t\x01";
+        (0..len)
+            .map(|i| alphabet[(i as u64 + seq + which as u64) as usize % alphabet.len()])
+            .collect()
+    }
+
+    fn str_field<'a>(v: &'a serde_json::Value, k: &str) -> Option<&'a str> {
+        v.as_object().unwrap().get(k).map(|x| x.as_str().unwrap())
+    }
+
+    #[test]
+    fn bodies_roundtrip_to_file_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = LogSettings {
+            log_bodies: true,
+            ..test_settings(dir.path())
+        };
+        let path = settings.path.clone();
+        let (mut p, c) = settings.ring();
+        assert!(p.has_body_ring());
+        let writer = LogWriter::spawn(settings.clone(), names(), vec![c]).unwrap();
+        let stats = writer.stats();
+        let request = br#"{"model":"gpt-4o","api_key":"sk-proj-TOPSECRET0123456789","messages":[{"role":"user","content":"say \"hi\"\nplease"}]}"#;
+        let response = b"data: {\"choices\":[{\"delta\":{\"content\":\"Bearer abc.def-ghi\"}}]}\n\ndata: [DONE]\n\n\xff";
+        let (mut scratch, mut req, mut resp) = (Vec::new(), Vec::new(), Vec::new());
+        let cap = settings.body_cap_bytes;
+        redact_and_cap_with(request, cap, &mut scratch, &mut req);
+        redact_and_cap_with(response, cap, &mut scratch, &mut resp);
+        assert!(p.push_with_body(&record(0, 0), &req, &resp));
+        assert!(p.push(&record(0, 1)));
+        // A small cap: the body is cut, and the cut secret still redacted.
+        req.clear();
+        resp.clear();
+        redact_and_cap_with(request, 40, &mut scratch, &mut req);
+        redact_and_cap_with(b"", 40, &mut scratch, &mut resp);
+        assert!(p.push_with_body(&record(0, 2), &req, &resp));
+        writer.shutdown();
+
+        let file = fs::read(&path).unwrap();
+        for secret in [&b"TOPSECRET"[..], b"sk-proj", b"abc.def"] {
+            assert!(
+                !file.windows(secret.len()).any(|w| w == secret),
+                "{} leaked",
+                String::from_utf8_lossy(secret)
+            );
+        }
+        let lines = lines_of(&file);
+        check_complete(&lines, 1, 3);
+        let body0 = str_field(&lines[0], "request_body").unwrap();
+        let v: serde_json::Value = serde_json::from_str(body0).unwrap();
+        assert_eq!(v["api_key"], "[REDACTED]");
+        assert_eq!(v["messages"][0]["content"], "say \"hi\"\nplease");
+        let resp0 = str_field(&lines[0], "response_body").unwrap();
+        assert!(resp0.starts_with("data: {"));
+        assert!(resp0.contains("[REDACTED]"));
+        assert!(resp0.ends_with("data: [DONE]\n\n\u{FFFD}"));
+        // No body: no body fields at all.
+        assert!(lines[1].get("request_body").is_none());
+        assert!(lines[1].get("response_body").is_none());
+        let cut = str_field(&lines[2], "request_body").unwrap();
+        assert!(cut.len() <= 40, "{cut}");
+        assert!(cut.starts_with("{\"model\":\"gpt-4o\",\"api_key\":\"[RED"));
+        assert_eq!(str_field(&lines[2], "response_body"), Some(""));
+        assert_eq!(stats.bodies_dropped(), 0);
+        assert_eq!(stats.records_written.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.body_ring_usage(0), 0);
+        assert_eq!(stats.body_ring_capacity(0), DEFAULT_BODY_RING_BYTES);
+    }
+
+    #[test]
+    fn body_ring_full_logs_record_without_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = test_settings(dir.path());
+        let path = settings.path.clone();
+        // 4 KiB: four entries of 16 + 1000 + 8 bytes fill it. No writer yet,
+        // so nothing drains.
+        let (mut p, c) = log_ring_with_bodies(64, 4096);
+        assert_eq!(p.body_capacity(), 4096);
+        let big = vec![b'z'; 1000];
+        for seq in 0..6 {
+            assert!(p.push_with_body(&record(0, seq), &big, b"response"));
+        }
+        assert_eq!(p.usage(), 6);
+        assert_eq!(p.body_usage(), 4096);
+        assert_eq!(p.bodies_dropped(), 2);
+        assert_eq!(p.dropped(), 0);
+        // Larger than the whole ring: never fits.
+        let huge = vec![b'h'; 5000];
+        assert!(p.push_with_body(&record(0, 6), &huge, b""));
+        assert_eq!(p.bodies_dropped(), 3);
+        let writer = LogWriter::spawn(settings, names(), vec![c]).unwrap();
+        let stats = writer.stats();
+        writer.shutdown();
+        assert_eq!(stats.bodies_dropped(), 3);
+        assert_eq!(stats.records_dropped(), 0);
+        let lines = lines_of(&fs::read(&path).unwrap());
+        check_complete(&lines, 1, 7);
+        for (i, v) in lines.iter().enumerate() {
+            if i < 4 {
+                assert_eq!(str_field(v, "request_body").unwrap().as_bytes(), &big[..]);
+                assert_eq!(str_field(v, "response_body"), Some("response"));
+            } else {
+                assert!(v.get("request_body").is_none(), "line {i}");
+                assert!(v.get("response_body").is_none(), "line {i}");
+            }
+        }
+
+        // A ring without a body ring: the record goes, the body is counted.
+        let (mut p, _c) = log_ring(8);
+        assert!(!p.has_body_ring());
+        assert!(p.push_with_body(&record(0, 0), b"req", b"resp"));
+        assert_eq!(p.usage(), 1);
+        assert_eq!(p.bodies_dropped(), 1);
+    }
+
+    /// A full record ring refuses the record before writing the body, so
+    /// the body ring never holds a body without its record and the pairing
+    /// stays right afterwards.
+    #[test]
+    fn record_ring_full_leaves_no_orphan_body() {
+        let (mut p, mut c) = log_ring_with_bodies(2, 4096);
+        assert!(p.push_with_body(&record(0, 0), b"r0", b"s0"));
+        assert!(p.push_with_body(&record(0, 1), b"r1", b"s1"));
+        let used = p.body_usage();
+        assert!(!p.push_with_body(&record(0, 2), b"r2", b"s2"));
+        assert_eq!(p.dropped(), 1);
+        assert_eq!(p.bodies_dropped(), 0);
+        assert_eq!(p.body_usage(), used);
+        let mut got = Vec::new();
+        type Got = Vec<(u64, Option<(Vec<u8>, Vec<u8>)>)>;
+        let take = |c: &mut LogConsumer, got: &mut Got| {
+            c.drain_with_bodies(usize::MAX, |r, b| {
+                got.push((
+                    r.bytes_in - 1000,
+                    b.map(|b| (b.request.to_vec(), b.response.to_vec())),
+                ))
+            })
+        };
+        assert_eq!(take(&mut c, &mut got), 2);
+        assert!(p.push_with_body(&record(0, 3), b"r3", b"s3"));
+        assert!(p.push(&record(0, 4)));
+        // pop() and drain() skip the bodies but keep the pairing.
+        assert_eq!(c.pop().unwrap().bytes_in, 1003);
+        assert!(p.push_with_body(&record(0, 5), b"r5", b"s5"));
+        assert_eq!(take(&mut c, &mut got), 2);
+        let want = |s: u64| Some((format!("r{s}").into_bytes(), format!("s{s}").into_bytes()));
+        assert_eq!(
+            got,
+            vec![(0, want(0)), (1, want(1)), (4, None), (5, want(5))]
+        );
+        assert_eq!(p.body_usage(), 0);
+        assert_eq!(p.bodies_dropped(), 0);
+    }
+
+    /// Many records with bodies of varied sizes from a producer thread
+    /// through a small body ring (it wraps hundreds of times) to the file:
+    /// every record is logged in order, and each one either carries exactly
+    /// its own bodies or none, with the latter counted.
+    #[test]
+    fn body_ring_wraps_under_a_producer_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = LogSettings {
+            max_file_bytes: u64::MAX,
+            ..test_settings(dir.path())
+        };
+        let path = settings.path.clone();
+        let (mut p, c) = log_ring_with_bodies(256, 16 * 1024);
+        let writer = LogWriter::spawn(settings, names(), vec![c]).unwrap();
+        let stats = writer.stats();
+        const N: u64 = 20_000;
+        let producer = std::thread::spawn(move || {
+            let mut bytes = 0u64;
+            for seq in 0..N {
+                let (a, b) = (body_of(seq, 0), body_of(seq, 1));
+                while !p.push_with_body(&record(0, seq), &a, &b) {
+                    std::thread::yield_now();
+                }
+                bytes += (a.len() + b.len()) as u64;
+            }
+            (p, bytes)
+        });
+        let (p, bytes) = producer.join().unwrap();
+        writer.shutdown();
+        assert!(bytes > 1000 * 16 * 1024, "{bytes}");
+        let lines = lines_of(&fs::read(&path).unwrap());
+        check_complete(&lines, 1, N);
+        let mut with = 0u64;
+        for v in &lines {
+            let seq = v["bytes_in"].as_u64().unwrap() - 1000;
+            match (str_field(v, "request_body"), str_field(v, "response_body")) {
+                (Some(a), Some(b)) => {
+                    assert_eq!(a.as_bytes(), &body_of(seq, 0)[..], "seq {seq}");
+                    assert_eq!(b.as_bytes(), &body_of(seq, 1)[..], "seq {seq}");
+                    with += 1;
+                }
+                (None, None) => {}
+                other => panic!("seq {seq}: {other:?}"),
+            }
+        }
+        assert_eq!(with + stats.bodies_dropped(), N);
+        assert_eq!(p.bodies_dropped(), stats.bodies_dropped());
+        assert!(with > N / 10, "only {with} bodies attached");
+        assert_eq!(stats.body_ring_usage(0), 0);
+    }
+
+    #[test]
+    fn shutdown_drains_records_and_bodies() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = LogSettings {
+            flush_interval: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(60),
+            ..test_settings(dir.path())
+        };
+        let path = settings.path.clone();
+        let (mut p, c) = log_ring_with_bodies(4096, 8 << 20);
+        let writer = LogWriter::spawn(settings, names(), vec![c]).unwrap();
+        let stats = writer.stats();
+        const N: u64 = 3000;
+        for seq in 0..N {
+            assert!(p.push_with_body(&record(0, seq), &body_of(seq, 0), &body_of(seq, 1)));
+        }
+        assert_eq!(p.bodies_dropped(), 0);
+        let t = Instant::now();
+        writer.shutdown();
+        assert!(t.elapsed() < Duration::from_secs(5), "shutdown must unpark");
+        let lines = lines_of(&fs::read(&path).unwrap());
+        check_complete(&lines, 1, N);
+        for (seq, v) in lines.iter().enumerate() {
+            let seq = seq as u64;
+            assert_eq!(
+                str_field(v, "request_body").unwrap().as_bytes(),
+                &body_of(seq, 0)[..]
+            );
+            assert_eq!(
+                str_field(v, "response_body").unwrap().as_bytes(),
+                &body_of(seq, 1)[..]
+            );
+        }
+        assert_eq!(stats.body_ring_usage(0), 0);
+        assert_eq!(stats.ring_usage(0), 0);
+        assert_eq!(stats.bodies_dropped(), 0);
+        // After shutdown, pushes with bodies are refused like pushes.
+        assert!(!p.push_with_body(&record(0, N), b"a", b"b"));
+        assert_eq!(stats.records_dropped(), 1);
+        assert_eq!(p.body_usage(), 0);
+    }
+
+    #[test]
+    fn body_settings_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = LogSettings {
+            log_bodies: true,
+            ..test_settings(dir.path())
+        };
+        let (p, _c) = ok.ring();
+        assert_eq!(p.body_capacity(), DEFAULT_BODY_RING_BYTES);
+        for bad in [
+            LogSettings {
+                body_cap_bytes: 0,
+                ..ok.clone()
+            },
+            LogSettings {
+                body_ring_bytes: 64 * 1024,
+                body_cap_bytes: 16 * 1024,
+                ..ok.clone()
+            },
+        ] {
+            let e = LogWriter::spawn(bad, names(), vec![]).err().unwrap();
+            assert!(e.to_string().contains("body"), "{e}");
+        }
+        // Off: the body knobs are not checked and rings carry no body ring.
+        let off = LogSettings {
+            body_cap_bytes: 0,
+            ..test_settings(dir.path())
+        };
+        assert!(!off.ring().0.has_body_ring());
+        LogWriter::spawn(off, names(), vec![]).unwrap().shutdown();
     }
 }

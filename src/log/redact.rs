@@ -35,12 +35,27 @@ const SECRET_KEYS: &[&[u8]] = &[
 /// * A secret cut short by the cap is still recognized and replaced.
 /// * Cuts are moved back to a UTF-8 character boundary when they would
 ///   split one.
+///
+/// Allocates a scratch buffer per call; on the request path use
+/// [`redact_and_cap_with`] and keep the buffers.
 pub fn redact_and_cap(body: &[u8], cap: usize, out: &mut Vec<u8>) {
+    let mut scratch = Vec::new();
+    redact_and_cap_with(body, cap, &mut scratch, out);
+}
+
+/// [`redact_and_cap`] with a caller-owned `scratch` buffer (cleared first,
+/// its content afterwards is unspecified). With `scratch` and `out` kept
+/// per shard (clear `out` before each request), no allocation happens once
+/// both have grown to the largest body seen (about `cap` plus the growth of
+/// redaction markers).
+pub fn redact_and_cap_with(body: &[u8], cap: usize, scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
     let input = &body[..utf8_floor(body, cap)];
-    let mut stage = Vec::with_capacity(input.len() + 16);
-    redact_json_keys(input, &mut stage);
+    scratch.clear();
+    scratch.reserve(input.len() + 16);
+    redact_json_keys(input, scratch);
+    let stage = &scratch[..];
     let start = out.len();
-    redact_tokens(&stage, out);
+    redact_tokens(stage, out);
     let written = &out[start..];
     if written.len() > cap {
         let keep = utf8_floor(written, cap);
@@ -318,6 +333,25 @@ mod tests {
                 assert!(!s.windows(1).any(|w| w == d), "cap {cap}: {s:?}");
             }
         }
+    }
+
+    #[test]
+    fn with_scratch_matches_and_reuses() {
+        let body = br#"{"api_key":"sk-0123456789abcdefghij","messages":[{"content":"hi"}]}"#;
+        let mut want = Vec::new();
+        redact_and_cap(body, 40, &mut want);
+        let mut scratch = Vec::new();
+        let mut out = Vec::new();
+        redact_and_cap_with(body, 40, &mut scratch, &mut out);
+        assert_eq!(out, want);
+        let (sp, op) = (scratch.as_ptr(), out.as_ptr());
+        for _ in 0..10 {
+            out.clear();
+            redact_and_cap_with(body, 40, &mut scratch, &mut out);
+            assert_eq!(out, want);
+        }
+        // Warm: the same buffers, no reallocation.
+        assert_eq!((scratch.as_ptr(), out.as_ptr()), (sp, op));
     }
 
     #[test]

@@ -11,6 +11,12 @@
 //! stops draining and the rings absorb the burst; when they are full the
 //! shards' pushes fail and are counted. Producers never wait.
 //!
+//! Records pushed with bodies ([`LogProducer::push_with_body`](super::LogProducer::push_with_body))
+//! are paired with their body entry by the ring and encoded with
+//! [`encode_json_line_with_bodies`]; draining stops as soon as the active
+//! buffer reaches its hard cap, so one drain pass overshoots the cap by at
+//! most one line, however large the bodies.
+//!
 //! Write errors drop the batch (counted in `write_errors` / `records_lost`,
 //! reported on stderr at most once per 10 s) and draining goes on.
 //! Compression and pruning of rotated files run on a second thread
@@ -30,9 +36,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use io_uring::{opcode, types, IoUring};
 
-use super::json::{compact_utc, encode_json_line};
-use super::record::{AccessRecord, Names};
-use super::ring::{LogConsumer, Shared, DEFAULT_RING_CAPACITY};
+use super::body::DEFAULT_BODY_RING_BYTES;
+use super::json::{compact_utc, encode_json_line, encode_json_line_with_bodies};
+use super::record::Names;
+use super::ring::{
+    log_ring, log_ring_with_bodies, LogConsumer, LogProducer, Shared, DEFAULT_RING_CAPACITY,
+};
 
 /// Every knob of the access log. `Default` gives the documented defaults.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,6 +75,29 @@ pub struct LogSettings {
     /// How long shutdown may wait for a stuck disk before giving up on the
     /// last writes (default 10 s).
     pub shutdown_timeout: Duration,
+    /// Log request/response bodies (default false). The writer does not use
+    /// it: it decides how [`LogSettings::ring`] makes rings, and whether the
+    /// shards call [`LogProducer::push_with_body`].
+    pub log_bodies: bool,
+    /// Bytes of each shard's body ring when `log_bodies` is on (default 4
+    /// MiB; rounded up to a power of two, 4 KiB to 1 GiB).
+    pub body_ring_bytes: usize,
+    /// Most bytes of each body that are logged (default 16 KiB): the `cap`
+    /// to pass to [`redact_and_cap_with`](super::redact_and_cap_with).
+    pub body_cap_bytes: usize,
+}
+
+impl LogSettings {
+    /// One shard's ring per these settings: [`log_ring`]`(ring_capacity)`,
+    /// or [`log_ring_with_bodies`]`(ring_capacity, body_ring_bytes)` when
+    /// `log_bodies` is on.
+    pub fn ring(&self) -> (LogProducer, LogConsumer) {
+        if self.log_bodies {
+            log_ring_with_bodies(self.ring_capacity, self.body_ring_bytes)
+        } else {
+            log_ring(self.ring_capacity)
+        }
+    }
 }
 
 impl Default for LogSettings {
@@ -83,6 +115,9 @@ impl Default for LogSettings {
             keep: 7,
             queue_depth: 8,
             shutdown_timeout: Duration::from_secs(10),
+            log_bodies: false,
+            body_ring_bytes: DEFAULT_BODY_RING_BYTES,
+            body_cap_bytes: 16 * 1024,
         }
     }
 }
@@ -111,6 +146,28 @@ impl LogStats {
     /// writer went away.
     pub fn records_dropped(&self) -> u64 {
         self.rings.iter().map(|r| r.dropped()).sum()
+    }
+
+    /// Bodies not logged although their record was (body ring full, body
+    /// larger than the body ring, or pushed to a ring without one), summed
+    /// over all rings (see
+    /// [`LogProducer::push_with_body`](super::LogProducer::push_with_body)).
+    /// Records dropped with their bodies count in
+    /// [`records_dropped`](Self::records_dropped) only.
+    pub fn bodies_dropped(&self) -> u64 {
+        self.rings.iter().map(|r| r.bodies_dropped()).sum()
+    }
+
+    /// Bytes in use in the body ring of ring `i` (0 for an unknown ring or
+    /// one without a body ring).
+    pub fn body_ring_usage(&self, i: usize) -> usize {
+        self.rings.get(i).map_or(0, |r| r.body_usage())
+    }
+
+    /// Body ring capacity in bytes of ring `i` (0 for an unknown ring or one
+    /// without a body ring).
+    pub fn body_ring_capacity(&self, i: usize) -> usize {
+        self.rings.get(i).map_or(0, |r| r.body_capacity())
     }
 
     /// Records the shards' samplers left out, summed over all rings (see
@@ -267,6 +324,20 @@ fn validate(s: &LogSettings) -> io::Result<()> {
     }
     if s.path.file_name().is_none() {
         return Err(invalid("path must name a file"));
+    }
+    if s.log_bodies {
+        if s.body_cap_bytes == 0 {
+            return Err(invalid("body_cap_bytes must be > 0 when log_bodies is on"));
+        }
+        // An entry holds two capped bodies and a 16-byte header; keep at
+        // least four of them in the ring so one slow drain does not drop
+        // every body.
+        let ring = s.body_ring_bytes.clamp(4096, 1 << 30).next_power_of_two();
+        if s.body_cap_bytes.saturating_mul(2).saturating_add(32) > ring / 4 {
+            return Err(invalid(
+                "body_ring_bytes must hold at least 4 x (2 x body_cap_bytes)",
+            ));
+        }
     }
     Ok(())
 }
@@ -466,11 +537,25 @@ impl Writer {
                 result = Drained::Full;
                 break;
             }
-            // Lines are ~500-700 bytes; the cap is soft by a few lines.
+            // Lines without bodies are ~500-700 bytes; with bodies they can
+            // be far longer, so stop at the cap too (soft by one line).
             let room = (*hard_cap - active.len()) / 512 + 1;
             let max = DRAIN_BUDGET.min(room);
-            let n = c.drain(max, |r: &AccessRecord| encode_json_line(r, names, active));
+            let cap = *hard_cap;
+            let n = c.drain_while(max, |r, bodies| {
+                match bodies {
+                    None => encode_json_line(r, names, active),
+                    Some(b) => {
+                        encode_json_line_with_bodies(r, names, b.request, b.response, active)
+                    }
+                }
+                active.len() < cap
+            });
             *active_records += n as u64;
+            if n > 0 && active.len() >= *hard_cap {
+                result = Drained::Full;
+                break;
+            }
             if n == max && !c.is_empty() {
                 result = Drained::More;
             }

@@ -31,8 +31,7 @@ use std::task::{Context, Poll, Waker};
 use futures_lite::{AsyncRead, AsyncWrite};
 
 /// Events asked for every socket, once, at registration.
-const INTEREST: u32 =
-    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+const INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
 /// Events collected per `epoll_wait`.
 const BATCH: usize = 256;
 
@@ -144,8 +143,7 @@ impl Reactor {
             u64: token as u64,
         };
         // SAFETY: valid epoll fd and event struct.
-        if unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0
-        {
+        if unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
             let e = io::Error::last_os_error();
             self.release(token);
             return Err(e);

@@ -156,6 +156,26 @@ pub struct Exchange {
     pub usage: Usage,
     pub retries: u8,
     pub error: ErrorClass,
+    /// Bodies kept for the access log, when body logging is on.
+    pub capture: Option<BodyCapture>,
+}
+
+/// The request and the start of the response, kept (up to a cap) for
+/// body logging. Redaction happens when the record is logged.
+#[derive(Default)]
+pub struct BodyCapture {
+    pub cap: usize,
+    pub request: Vec<u8>,
+    pub response: Vec<u8>,
+}
+
+impl BodyCapture {
+    /// Appends response payload bytes while under the cap.
+    pub fn push_response(&mut self, data: &[u8]) {
+        let room = self.cap.saturating_sub(self.response.len());
+        self.response
+            .extend_from_slice(&data[..data.len().min(room)]);
+    }
 }
 
 impl Exchange {
@@ -183,6 +203,7 @@ impl Exchange {
             usage: Usage::default(),
             retries: 0,
             error: ErrorClass::None,
+            capture: None,
         }
     }
 

@@ -89,10 +89,14 @@ pub async fn forward_response<S: AsyncWrite + Unpin>(
     let mut decoded = Vec::new();
     loop {
         decoded.clear();
+        let mut capture = resp.exchange().capture.as_mut();
         let chunk = body
             .next(&mut upstream.conn, idle_timeout, |data| {
                 if relay == Relay::Decoded {
                     decoded.extend_from_slice(data);
+                }
+                if let Some(c) = capture.as_mut() {
+                    c.push_response(data);
                 }
             })
             .await;

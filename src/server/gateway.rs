@@ -24,7 +24,7 @@ use std::borrow::Cow;
 use std::time::Instant;
 use subtle::ConstantTimeEq;
 
-use super::exchange::{ErrorClass, Exchange};
+use super::exchange::{BodyCapture, ErrorClass, Exchange};
 use super::telemetry::{ShardLog, SharedTelemetry, Telemetry};
 
 /// How often a shard closes expired idle upstream connections.
@@ -166,10 +166,18 @@ impl Gateway {
                 return send_error(resp, &field_error(e)).await;
             }
         };
+        let body_cap = self.telemetry.body_cap();
         {
             let ex = resp.exchange();
             ex.model_requested = Some(bounded(&fields.model));
             ex.stream = fields.stream;
+            if let Some(cap) = body_cap {
+                ex.capture = Some(BodyCapture {
+                    cap,
+                    request: req.body[..req.body.len().min(cap)].to_vec(),
+                    response: Vec::new(),
+                });
+            }
         }
         let (provider_index, upstream_model) = match self.config.route(&fields.model) {
             Some(route) => (route.provider, route.upstream_model.as_deref()),

@@ -25,7 +25,7 @@ pub mod telemetry;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use crate::log::{log_ring, LogProducer, LogSettings, LogWriter, LogWriterHandle, Names, Sampler};
+use crate::log::{LogProducer, LogSettings, LogWriter, LogWriterHandle, Names, Sampler};
 
 use crate::config::Config;
 use crate::http::HeadLimits;
@@ -170,6 +170,10 @@ impl BoundGateway {
                     .map(|producer| telemetry::ShardLog {
                         producer,
                         sampler: Sampler::new(sample_rate, seed ^ state.id as u64),
+                        body_cap: config.log.log_bodies.then_some(config.log.body_cap_bytes),
+                        scratch: Vec::new(),
+                        request: Vec::new(),
+                        response: Vec::new(),
                     });
                 gateway::Gateway::new(config.clone(), state, pool, telemetry.clone(), log)
             },
@@ -190,8 +194,6 @@ fn start_log(
     shards: usize,
 ) -> std::io::Result<(LogWriterHandle, Vec<LogProducer>)> {
     let c = &config.log;
-    let (producers, consumers): (Vec<_>, Vec<_>) =
-        (0..shards).map(|_| log_ring(c.ring_slots)).unzip();
     let settings = LogSettings {
         path: path.to_path_buf(),
         ring_capacity: c.ring_slots,
@@ -202,8 +204,12 @@ fn start_log(
         rotate_daily: c.rotate_daily,
         compress: c.compress,
         keep: c.keep,
+        log_bodies: c.log_bodies,
+        body_cap_bytes: c.body_cap_bytes,
+        body_ring_bytes: c.body_ring_bytes,
         ..LogSettings::default()
     };
+    let (producers, consumers): (Vec<_>, Vec<_>) = (0..shards).map(|_| settings.ring()).unzip();
     let names = Names {
         client_keys: config.client_keys.iter().map(|k| k.id.clone()).collect(),
         providers: config.providers.iter().map(|p| p.name.clone()).collect(),

@@ -250,7 +250,10 @@ async fn serve_shard<H: Service + 'static>(
     let listener = match EpollListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("shardgate: shard {}: cannot watch the listener: {e}", state.id);
+            eprintln!(
+                "shardgate: shard {}: cannot watch the listener: {e}",
+                state.id
+            );
             state.global.shards_serving.fetch_sub(1, Ordering::SeqCst);
             state.global.shutdown.store(true, Ordering::Relaxed);
             return;

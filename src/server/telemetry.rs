@@ -12,7 +12,8 @@ use crate::metrics::{
 
 use super::exchange::{ErrorClass, Exchange};
 use crate::log::{
-    AccessRecord, ClientProtocol, LogProducer, LogStats, ModelName, Route as LogRoute, Sampler,
+    redact_and_cap_with, AccessRecord, ClientProtocol, LogProducer, LogStats, ModelName,
+    Route as LogRoute, Sampler,
 };
 use crate::metrics::Route;
 use std::cell::RefCell;
@@ -137,6 +138,12 @@ fn log_counters(log: &LogStats) -> [(&'static str, &'static str, u64); 6] {
 pub struct ShardLog {
     pub producer: LogProducer,
     pub sampler: Sampler,
+    /// `Some(cap)` when bodies are logged, capped at `cap` bytes each.
+    pub body_cap: Option<usize>,
+    /// Reused buffers for redacting bodies.
+    pub scratch: Vec<u8>,
+    pub request: Vec<u8>,
+    pub response: Vec<u8>,
 }
 
 /// One shard's telemetry.
@@ -196,6 +203,11 @@ impl Telemetry {
         telemetry
     }
 
+    /// The body cap when request/response bodies are logged.
+    pub fn body_cap(&self) -> Option<usize> {
+        self.log.as_ref().and_then(|l| l.borrow().body_cap)
+    }
+
     /// Records a finished request.
     pub fn record(&self, ex: &Exchange) {
         let error_class = (ex.error != ErrorClass::None).then_some(ex.error as u8);
@@ -215,7 +227,26 @@ impl Telemetry {
             if log.sampler.keep(is_error) {
                 // A full ring drops the record and counts it: the request
                 // never waits for the log.
-                log.producer.push(&self.access_record(ex));
+                let record = self.access_record(ex);
+                match (&ex.capture, log.body_cap) {
+                    (Some(capture), Some(cap)) => {
+                        let ShardLog {
+                            producer,
+                            scratch,
+                            request,
+                            response,
+                            ..
+                        } = &mut *log;
+                        request.clear();
+                        response.clear();
+                        redact_and_cap_with(&capture.request, cap, scratch, request);
+                        redact_and_cap_with(&capture.response, cap, scratch, response);
+                        producer.push_with_body(&record, request, response);
+                    }
+                    _ => {
+                        log.producer.push(&record);
+                    }
+                }
             } else {
                 log.producer.count_sampled_out();
             }

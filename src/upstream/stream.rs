@@ -4,8 +4,8 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures_lite::{AsyncRead, AsyncWrite};
 use crate::runtime::net::EpollStream as TcpStream;
+use futures_lite::{AsyncRead, AsyncWrite};
 
 /// Plain or TLS upstream stream, both over the shard's epoll-driven TCP.
 pub enum UpstreamStream {
