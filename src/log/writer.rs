@@ -195,6 +195,18 @@ impl LogStats {
 /// Starts the writer thread; see [`LogWriter::spawn`].
 pub struct LogWriter;
 
+/// Gives the calling thread the lowest scheduling priority (nice 19).
+/// Compressing rotated files can wait; on a busy machine it must not take
+/// CPU from the shards, and it catches up when they idle. Best effort.
+fn lower_priority() {
+    // SAFETY: plain syscalls on the calling thread; failure only leaves the
+    // priority as it was.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+    }
+}
+
 impl LogWriter {
     /// Opens (appending to) `settings.path`, sets up io_uring and starts the
     /// writer thread "shardgate-log" draining `consumers`, plus the
@@ -225,9 +237,13 @@ impl LogWriter {
         // Wake-ups only: one pending wake-up covers every rotation before it.
         let (tx, rx) = mpsc::sync_channel::<()>(1);
         let hk_settings = settings.clone();
-        let housekeeper = thread::Builder::new()
-            .name("shardgate-logz".into())
-            .spawn(move || housekeeper(hk_settings, rx))?;
+        let housekeeper =
+            thread::Builder::new()
+                .name("shardgate-logz".into())
+                .spawn(move || {
+                    lower_priority();
+                    housekeeper(hk_settings, rx)
+                })?;
         let stop = Arc::new(AtomicBool::new(false));
         let hard_cap = settings.batch_bytes.saturating_mul(4).max(64 * 1024);
         let mut writer = Writer {

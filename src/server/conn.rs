@@ -253,7 +253,11 @@ pub async fn serve_connection<S, H>(
             .unwrap_or_else(|| state.ids.next());
 
         // The body, within the body-read deadline.
-        let body_deadline = Instant::now() + settings.body_read;
+        // Only a request with a body needs the clock read for its deadline.
+        let body_deadline = match conn.head.framing {
+            BodyFraming::Empty => started,
+            _ => Instant::now() + settings.body_read,
+        };
         let consumed_total = match conn.head.framing {
             BodyFraming::Empty => head_len,
             BodyFraming::Length(n) => {

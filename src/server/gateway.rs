@@ -163,7 +163,7 @@ impl Gateway {
             Ok(f) => f,
             Err(e) => {
                 self.give_buf(scratch);
-                return send_error(resp, &field_error(e)).await;
+                return resp.send_error(&field_error(e)).await;
             }
         };
         let body_cap = self.telemetry.body_cap();
@@ -190,7 +190,7 @@ impl Gateway {
                         "model_not_found",
                         format!("the model `{}` is not served by this gateway", fields.model),
                     );
-                    return send_error(resp, &err).await;
+                    return resp.send_error(&err).await;
                 }
             },
         };
@@ -202,7 +202,7 @@ impl Gateway {
         }
         if provider.protocol != ProviderProtocol::OpenAi {
             self.give_buf(scratch);
-            return send_error(resp, &GatewayError::new(
+            return resp.send_error(&GatewayError::new(
                     501,
                     "translation_not_supported",
                     format!(
@@ -218,7 +218,7 @@ impl Gateway {
                 id: ex.id.numeric,
                 shard: self.shard.id as u16,
                 started: ex.started,
-                started_unix_us: unix_micros(),
+                started_unix_us: ex.started_unix_us,
                 client_protocol: "openai",
                 model: fields.model.clone(),
                 provider: None,
@@ -478,19 +478,6 @@ fn upstream_error_class(e: &UpstreamError) -> ErrorClass {
             ErrorClass::UpstreamProtocol
         }
     }
-}
-
-fn unix_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
-async fn send_error<S: AsyncWrite + Unpin>(
-    resp: &mut super::responder::Responder<'_, S>,
-    err: &GatewayError,
-) -> io::Result<()> {
-    resp.send_error(err).await
 }
 
 fn field_error(e: FieldError) -> GatewayError {

@@ -211,13 +211,14 @@ impl Telemetry {
     /// Records a finished request.
     pub fn record(&self, ex: &Exchange) {
         let error_class = (ex.error != ErrorClass::None).then_some(ex.error as u8);
+        let total_us = ex.elapsed_us();
         self.recorder.record_request(&RequestSample {
             route: ex.route,
             status: ex.status,
             error_class,
             provider: ex.provider,
             model: ex.model_served.as_deref(),
-            total_us: ex.elapsed_us(),
+            total_us,
             upstream_us: ex.upstream_latency_us,
             first_token_us: if ex.stream { ex.ttfb_us } else { None },
         });
@@ -227,7 +228,7 @@ impl Telemetry {
             if log.sampler.keep(is_error) {
                 // A full ring drops the record and counts it: the request
                 // never waits for the log.
-                let record = self.access_record(ex);
+                let record = self.access_record(ex, total_us);
                 match (&ex.capture, log.body_cap) {
                     (Some(capture), Some(cap)) => {
                         let ShardLog {
@@ -253,13 +254,13 @@ impl Telemetry {
         }
     }
 
-    fn access_record(&self, ex: &Exchange) -> AccessRecord {
+    fn access_record(&self, ex: &Exchange, total_us: u64) -> AccessRecord {
         let micros = |us: Option<u64>| us.map(|v| v.min(u64::from(u32::MAX)) as u32);
         AccessRecord {
             timestamp_us: ex.started_unix_us,
             bytes_in: ex.bytes_in,
             bytes_out: ex.bytes_out,
-            latency_us: ex.elapsed_us(),
+            latency_us: total_us,
             upstream_latency_us: micros(ex.upstream_latency_us),
             ttfb_us: micros(ex.ttfb_us),
             input_tokens: ex.usage.input,
