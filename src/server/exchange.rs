@@ -4,7 +4,7 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub use crate::log::ErrorClass;
-use crate::log::HttpMethod;
+use crate::log::{HttpMethod, ModelName};
 use crate::metrics::Route;
 pub use crate::protocol::usage::Usage;
 
@@ -140,9 +140,11 @@ pub struct Exchange {
     pub route: Route,
     pub client_key: Option<u16>,
     pub provider: Option<u16>,
-    /// The model the client asked for / the one sent upstream (cut to 64 bytes).
-    pub model_requested: Option<String>,
-    pub model_served: Option<String>,
+    /// The model the client asked for / the one sent upstream, kept inline
+    /// (cut to 64 bytes at a character boundary) so recording them does not
+    /// allocate; empty when unknown.
+    pub model_requested: ModelName,
+    pub model_served: ModelName,
     pub stream: bool,
     /// Status sent to the client; 0 until a head is sent.
     pub status: u16,
@@ -191,8 +193,8 @@ impl Exchange {
             route: Route::Other,
             client_key: None,
             provider: None,
-            model_requested: None,
-            model_served: None,
+            model_requested: ModelName::EMPTY,
+            model_served: ModelName::EMPTY,
             stream: false,
             status: 0,
             upstream_status: None,

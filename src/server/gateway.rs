@@ -26,6 +26,7 @@ use subtle::ConstantTimeEq;
 
 use super::exchange::{BodyCapture, ErrorClass, Exchange};
 use super::telemetry::{ShardLog, SharedTelemetry, Telemetry};
+use crate::log::ModelName;
 
 /// How often a shard closes expired idle upstream connections.
 const POOL_SWEEP: Duration = Duration::from_secs(5);
@@ -169,7 +170,7 @@ impl Gateway {
         let body_cap = self.telemetry.body_cap();
         {
             let ex = resp.exchange();
-            ex.model_requested = Some(bounded(&fields.model));
+            ex.model_requested = ModelName::new(&fields.model);
             ex.stream = fields.stream;
             if let Some(cap) = body_cap {
                 ex.capture = Some(BodyCapture {
@@ -198,7 +199,7 @@ impl Gateway {
         {
             let ex = resp.exchange();
             ex.provider = Some(provider_index as u16);
-            ex.model_served = Some(bounded(upstream_model.unwrap_or(&fields.model)));
+            ex.model_served = ModelName::new(upstream_model.unwrap_or(&fields.model));
         }
         if provider.protocol != ProviderProtocol::OpenAi {
             self.give_buf(scratch);
@@ -442,17 +443,6 @@ async fn method_not_allowed<S: AsyncWrite + Unpin>(
 
 /// The Prometheus text exposition content type.
 const PROMETHEUS_TEXT: &[u8] = b"text/plain; version=0.0.4; charset=utf-8";
-
-/// Model names kept in logs and metrics are cut to this many bytes.
-const MAX_MODEL_LABEL: usize = 64;
-
-fn bounded(model: &str) -> String {
-    let mut end = model.len().min(MAX_MODEL_LABEL);
-    while !model.is_char_boundary(end) {
-        end -= 1;
-    }
-    model[..end].to_owned()
-}
 
 fn route_of(path: &[u8]) -> Route {
     match path {

@@ -12,8 +12,8 @@ use crate::metrics::{
 
 use super::exchange::{ErrorClass, Exchange};
 use crate::log::{
-    redact_and_cap_with, AccessRecord, ClientProtocol, LogProducer, LogStats, ModelName,
-    Route as LogRoute, Sampler,
+    redact_and_cap_with, AccessRecord, ClientProtocol, LogProducer, LogStats, Route as LogRoute,
+    Sampler,
 };
 use crate::metrics::Route;
 use std::cell::RefCell;
@@ -217,7 +217,7 @@ impl Telemetry {
             status: ex.status,
             error_class,
             provider: ex.provider,
-            model: ex.model_served.as_deref(),
+            model: (!ex.model_served.is_empty()).then(|| ex.model_served.as_str()),
             total_us,
             upstream_us: ex.upstream_latency_us,
             first_token_us: if ex.stream { ex.ttfb_us } else { None },
@@ -282,8 +282,8 @@ impl Telemetry {
             stream: ex.stream,
             retries: ex.retries,
             error_class: ex.error,
-            model_requested: ModelName::new(ex.model_requested.as_deref().unwrap_or("")),
-            model_served: ModelName::new(ex.model_served.as_deref().unwrap_or("")),
+            model_requested: ex.model_requested,
+            model_served: ex.model_served,
         }
     }
 }
