@@ -65,10 +65,7 @@ impl Authenticator {
 fn presented_key<'a>(req: &'a Request<'_>) -> Option<Cow<'a, [u8]>> {
     if let Some(value) = req.header("authorization") {
         let value = trim(value);
-        if value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer ") {
-            return Some(Cow::Borrowed(trim(&value[7..])));
-        }
-        return Some(Cow::Borrowed(value));
+        return Some(Cow::Borrowed(bearer_token(value).unwrap_or(value)));
     }
     if let Some(value) = req.header("x-api-key") {
         return Some(Cow::Borrowed(trim(value)));
@@ -81,6 +78,13 @@ fn presented_key<'a>(req: &'a Request<'_>) -> Option<Cow<'a, [u8]>> {
             .find_map(|pair| pair.strip_prefix(b"key="))
             .map(percent_decode)
     })
+}
+
+/// The token of an `Authorization: Bearer <token>` value (scheme matched
+/// case-insensitively), if the value has that form.
+pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let value = trim(value);
+    (value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer ")).then(|| trim(&value[7..]))
 }
 
 /// Decodes `%XX` escapes (a `+` stays a `+`: keys never hold spaces, and a

@@ -338,9 +338,6 @@ pub async fn serve_connection<S, H>(
             body,
         };
         let keep_alive = conn.head.keep_alive && !state.shutdown.is_set();
-        state
-            .requests_in_flight
-            .set(state.requests_in_flight.get() + 1);
         let head_only = conn.head.method == crate::http::Method::Head;
         let mut exchange = Exchange::new(request_id, started, consumed_total as u64);
         exchange.set_method(conn.head.method);
@@ -354,9 +351,6 @@ pub async fn serve_connection<S, H>(
         );
         let result = service.call(request, &mut responder).await;
         let keep_alive = responder.keep_alive();
-        state
-            .requests_in_flight
-            .set(state.requests_in_flight.get() - 1);
         if result.is_err() {
             // The client went away (or its socket failed) mid-answer.
             if exchange.status == 0 {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_lite::AsyncWrite;
 
-use super::auth::{AuthOutcome, Authenticator};
+use super::auth::{bearer_token, AuthOutcome, Authenticator};
 use super::conn::{Request, Service};
 use super::errors::GatewayError;
 use super::forward::forward_response;
@@ -388,11 +388,7 @@ impl Gateway {
         };
         let presented = req
             .header("x-admin-key")
-            .or_else(|| {
-                req.header("authorization").and_then(|v| {
-                    (v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ")).then(|| &v[7..])
-                })
-            })
+            .or_else(|| req.header("authorization").and_then(bearer_token))
             .map(|v| v.trim_ascii());
         match presented {
             Some(p) if bool::from(p.ct_eq(key.expose().as_bytes())) => None,

@@ -55,7 +55,6 @@ pub struct ShardState {
     pub id: usize,
     pub shutdown: ShutdownSignal,
     pub connections: Cell<usize>,
-    pub requests_in_flight: Cell<usize>,
     /// Request ids issued by this shard.
     pub ids: RequestIds,
     pub global: Arc<GlobalState>,
@@ -197,7 +196,6 @@ where
                     id,
                     shutdown: ShutdownSignal::default(),
                     connections: Cell::new(0),
-                    requests_in_flight: Cell::new(0),
                     ids: RequestIds::new(id as u16, global.id_seed),
                     global: global.clone(),
                 });
