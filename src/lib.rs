@@ -15,4 +15,5 @@ pub mod mock;
 pub mod protocol;
 pub mod runtime;
 pub mod server;
+pub mod sse;
 pub mod upstream;

@@ -1,4 +1,118 @@
-//! Small JSON text helpers for the bodies the gateway writes itself.
+//! JSON helpers: parsing a body into a simd-json tape with a nesting limit,
+//! and writing JSON text for the bodies the gateway builds itself.
+
+use simd_json::prelude::*;
+use simd_json::tape::{Node, Tape};
+use simd_json::Buffers;
+
+use super::ir::{Json, TranslateError};
+
+/// The deepest nesting of arrays and objects a translated body may have.
+/// Real requests stay under 20 (tool schemas are the deepest part); the
+/// limit keeps every recursive walk over a value far from the stack's end.
+pub const MAX_DEPTH: usize = 128;
+
+/// Parses `body` in place into a tape whose strings borrow from `body`.
+/// `buffers` are simd-json's scratch space, reused across requests.
+///
+/// Invalid JSON and nesting deeper than [`MAX_DEPTH`] are errors. The depth
+/// is measured on the tape (simd-json's own parse is iterative), so a
+/// hostile body of 100,000 nested arrays costs one linear pass and no
+/// recursion.
+pub fn parse<'a>(body: &'a mut [u8], buffers: &mut Buffers) -> Result<Tape<'a>, TranslateError> {
+    let tape = simd_json::to_tape_with_buffers(body, buffers)
+        .map_err(|e| TranslateError::new(format!("the body is not valid JSON: {e}")))?;
+    if depth_exceeds(&tape.0, MAX_DEPTH) {
+        return Err(TranslateError::new(format!(
+            "the body nests arrays and objects deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    Ok(tape)
+}
+
+/// Whether the values on `nodes` nest deeper than `limit`. Each container
+/// node records how many nodes it spans, so the open containers are a stack
+/// of end positions.
+fn depth_exceeds(nodes: &[Node<'_>], limit: usize) -> bool {
+    let mut ends: Vec<usize> = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        while ends.last().is_some_and(|&end| i > end) {
+            ends.pop();
+        }
+        if let Node::Array { count, .. } | Node::Object { count, .. } = *node {
+            if count > 0 {
+                ends.push(i + count);
+                if ends.len() > limit {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Appends `value` as compact JSON text. Recursion is bounded by the
+/// nesting limit [`parse`] enforces.
+pub fn write_value(out: &mut Vec<u8>, value: &Json<'_>) {
+    if let Some(obj) = value.as_object() {
+        out.push(b'{');
+        for (i, (k, v)) in obj.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_string(out, k);
+            out.push(b':');
+            write_value(out, &v);
+        }
+        out.push(b'}');
+    } else if let Some(arr) = value.as_array() {
+        out.push(b'[');
+        for (i, v) in arr.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_value(out, &v);
+        }
+        out.push(b']');
+    } else if let Some(s) = value.as_str() {
+        write_string(out, s);
+    } else if let Some(b) = value.as_bool() {
+        out.extend_from_slice(if b { b"true" } else { b"false" });
+    } else if let Some(n) = value.as_u64() {
+        write_u64(out, n);
+    } else if let Some(n) = value.as_i64() {
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    } else if let Some(f) = value.as_f64() {
+        write_f64(out, f);
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// `value` as compact JSON text in a new string.
+pub fn value_to_string(value: &Json<'_>) -> String {
+    let mut out = Vec::new();
+    write_value(&mut out, value);
+    // write_value only writes valid UTF-8: the strings come from &str.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends an unsigned integer.
+pub fn write_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// Appends a number. Non-finite values (which JSON cannot carry) are
+/// written as `null`.
+pub fn write_f64(out: &mut Vec<u8>, f: f64) {
+    use std::io::Write;
+    if f.is_finite() {
+        // Display prints the shortest text that reads back as the same f64.
+        let _ = write!(out, "{f}");
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
 
 /// Appends `s` as a JSON string literal (quotes included), escaping per
 /// RFC 8259: `"` and `\`, and control characters.
@@ -35,6 +149,46 @@ pub fn write_string(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn roundtrip(text: &str) -> String {
+        let mut body = text.as_bytes().to_vec();
+        let mut buffers = Buffers::default();
+        let tape = parse(&mut body, &mut buffers).unwrap();
+        value_to_string(&tape.as_value())
+    }
+
+    #[test]
+    fn writes_values_back_compactly() {
+        assert_eq!(
+            roundtrip(r#" {"a" : [1, -2, 2.5, true, null, "x\"y"], "b": {}, "c": []} "#),
+            r#"{"a":[1,-2,2.5,true,null,"x\"y"],"b":{},"c":[]}"#
+        );
+    }
+
+    #[test]
+    fn rejects_absurd_nesting_without_recursing() {
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        let mut body = deep.into_bytes();
+        let mut buffers = Buffers::default();
+        let err = parse(&mut body, &mut buffers).unwrap_err();
+        assert!(err.message.contains("deeper than"), "{err}");
+
+        let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        let mut body = ok.into_bytes();
+        assert!(parse(&mut body, &mut buffers).is_ok());
+        let too_deep = "{\"a\":".repeat(MAX_DEPTH + 1) + "1" + &"}".repeat(MAX_DEPTH + 1);
+        let mut body = too_deep.into_bytes();
+        assert!(parse(&mut body, &mut buffers).is_err());
+    }
+
+    #[test]
+    fn rejects_invalid_json() {
+        let mut buffers = Buffers::default();
+        for bad in ["{", "{\"a\":}", "nul", "[1,]", ""] {
+            let mut body = bad.as_bytes().to_vec();
+            assert!(parse(&mut body, &mut buffers).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn escapes_quotes_backslashes_and_controls() {
