@@ -635,22 +635,21 @@ fn write_text_block(out: &mut Vec<u8>, text: &str) {
 }
 
 /// A tool's `input_schema`. Anthropic requires an object schema with a
-/// `type`; a schema without one (OpenAI allows `{}`) gets `"type":"object"`.
+/// `type`; a schema without one (OpenAI allows `{}`) gets `"type":"object"`,
+/// and Gemini's upper-case type names are lower-cased.
 fn write_schema(schema: Option<&Json<'_>>, out: &mut Vec<u8>) {
     let Some(obj) = schema.and_then(|s| s.as_object()) else {
         out.extend_from_slice(b"{\"type\":\"object\",\"properties\":{}}");
         return;
     };
     if obj.get("type").is_some() {
-        json::write_value(out, schema.unwrap_or(&Json::null()));
+        json::write_schema(out, schema.unwrap_or(&Json::null()));
         return;
     }
     out.extend_from_slice(b"{\"type\":\"object\"");
     for (k, v) in obj.iter() {
         out.push(b',');
-        json::write_string(out, k);
-        out.push(b':');
-        json::write_value(out, &v);
+        json::write_schema_member(out, k, &v);
     }
     out.push(b'}');
 }
@@ -1489,6 +1488,23 @@ mod tests {
         let mut buffers = Buffers::default();
         let tape = json::parse(&mut body, &mut buffers).unwrap();
         f(tape.as_value())
+    }
+
+    #[test]
+    fn gemini_upper_case_schema_types_are_lower_cased() {
+        // Gemini clients write OpenAPI-style type names; Anthropic only
+        // accepts `"type": "object"` for an input schema.
+        let body = r#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"tools":[{"functionDeclarations":[{"name":"f","parameters":{"type":"OBJECT","properties":{"city":{"type":"STRING","enum":["A"]}},"required":["city"]}}]}],"generationConfig":{"responseMimeType":"application/json","responseSchema":{"type":"OBJECT","properties":{"n":{"type":"INTEGER"}}}}}"#;
+        with_tape(body, |v| {
+            let mut req = crate::protocol::gemini::decode_request(v).unwrap();
+            req.model = "m".into();
+            let mut out = Vec::new();
+            encode_request(&req, &mut out);
+            assert_eq!(
+                to_json(&out)["tools"][0]["input_schema"],
+                json!({"type": "object", "properties": {"city": {"type": "string", "enum": ["A"]}}, "required": ["city"]})
+            );
+        });
     }
 
     fn decode_err(text: &str) -> String {
