@@ -496,7 +496,9 @@ pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(b",\"temperature\":");
             json::write_f64(out, t);
         }
-        if let Some(p) = req.top_p {
+        // Current models reject temperature and top_p together ("use only
+        // one"); temperature, which every protocol has, wins.
+        if let Some(p) = req.top_p.filter(|_| req.temperature.is_none()) {
             out.extend_from_slice(b",\"top_p\":");
             json::write_f64(out, p);
         }
@@ -1957,6 +1959,29 @@ mod tests {
                 );
             },
         );
+    }
+
+    #[test]
+    fn temperature_and_top_p_are_never_sent_together() {
+        let mut req = Request {
+            model: "m".into(),
+            messages: vec![msg(Role::User, vec![text("q")])],
+            temperature: Some(0.2),
+            top_p: Some(0.9),
+            top_k: Some(40),
+            ..Request::default()
+        };
+        let encode = |req: &Request<'_>| {
+            let mut out = Vec::new();
+            encode_request(req, &mut out);
+            to_json(&out)
+        };
+        let v = encode(&req);
+        assert_eq!(v["temperature"], 0.2);
+        assert!(v.get("top_p").is_none(), "{v}");
+        assert_eq!(v["top_k"], 40);
+        req.temperature = None;
+        assert_eq!(encode(&req)["top_p"], 0.9);
     }
 
     #[test]
