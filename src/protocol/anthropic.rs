@@ -496,7 +496,9 @@ pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(b",\"temperature\":");
             json::write_f64(out, t);
         }
-        if let Some(p) = req.top_p {
+        // Current models reject temperature and top_p together ("use only
+        // one"); temperature, which every protocol has, wins.
+        if let Some(p) = req.top_p.filter(|_| req.temperature.is_none()) {
             out.extend_from_slice(b",\"top_p\":");
             json::write_f64(out, p);
         }
@@ -635,22 +637,21 @@ fn write_text_block(out: &mut Vec<u8>, text: &str) {
 }
 
 /// A tool's `input_schema`. Anthropic requires an object schema with a
-/// `type`; a schema without one (OpenAI allows `{}`) gets `"type":"object"`.
+/// `type`; a schema without one (OpenAI allows `{}`) gets `"type":"object"`,
+/// and Gemini's upper-case type names are lower-cased.
 fn write_schema(schema: Option<&Json<'_>>, out: &mut Vec<u8>) {
     let Some(obj) = schema.and_then(|s| s.as_object()) else {
         out.extend_from_slice(b"{\"type\":\"object\",\"properties\":{}}");
         return;
     };
     if obj.get("type").is_some() {
-        json::write_value(out, schema.unwrap_or(&Json::null()));
+        json::write_schema(out, schema.unwrap_or(&Json::null()));
         return;
     }
     out.extend_from_slice(b"{\"type\":\"object\"");
     for (k, v) in obj.iter() {
         out.push(b',');
-        json::write_string(out, k);
-        out.push(b':');
-        json::write_value(out, &v);
+        json::write_schema_member(out, k, &v);
     }
     out.push(b'}');
 }
@@ -1491,6 +1492,23 @@ mod tests {
         f(tape.as_value())
     }
 
+    #[test]
+    fn gemini_upper_case_schema_types_are_lower_cased() {
+        // Gemini clients write OpenAPI-style type names; Anthropic only
+        // accepts `"type": "object"` for an input schema.
+        let body = r#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"tools":[{"functionDeclarations":[{"name":"f","parameters":{"type":"OBJECT","properties":{"city":{"type":"STRING","enum":["A"]}},"required":["city"]}}]}],"generationConfig":{"responseMimeType":"application/json","responseSchema":{"type":"OBJECT","properties":{"n":{"type":"INTEGER"}}}}}"#;
+        with_tape(body, |v| {
+            let mut req = crate::protocol::gemini::decode_request(v).unwrap();
+            req.model = "m".into();
+            let mut out = Vec::new();
+            encode_request(&req, &mut out);
+            assert_eq!(
+                to_json(&out)["tools"][0]["input_schema"],
+                json!({"type": "object", "properties": {"city": {"type": "string", "enum": ["A"]}}, "required": ["city"]})
+            );
+        });
+    }
+
     fn decode_err(text: &str) -> String {
         with_tape(text, |v| decode_request(v).unwrap_err().message)
     }
@@ -1941,6 +1959,29 @@ mod tests {
                 );
             },
         );
+    }
+
+    #[test]
+    fn temperature_and_top_p_are_never_sent_together() {
+        let mut req = Request {
+            model: "m".into(),
+            messages: vec![msg(Role::User, vec![text("q")])],
+            temperature: Some(0.2),
+            top_p: Some(0.9),
+            top_k: Some(40),
+            ..Request::default()
+        };
+        let encode = |req: &Request<'_>| {
+            let mut out = Vec::new();
+            encode_request(req, &mut out);
+            to_json(&out)
+        };
+        let v = encode(&req);
+        assert_eq!(v["temperature"], 0.2);
+        assert!(v.get("top_p").is_none(), "{v}");
+        assert_eq!(v["top_k"], 40);
+        req.temperature = None;
+        assert_eq!(encode(&req)["top_p"], 0.9);
     }
 
     #[test]

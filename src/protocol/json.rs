@@ -89,6 +89,87 @@ pub fn write_value(out: &mut Vec<u8>, value: &Json<'_>) {
     }
 }
 
+/// Appends a JSON Schema as compact JSON text, with Gemini's OpenAPI-style
+/// upper-case type names (`"OBJECT"`, `"STRING"`...) lower-cased: Gemini
+/// clients write them so, and OpenAI and Anthropic reject them. Values
+/// that are data rather than schemas (`enum`, `const`, `default`,
+/// `example(s)`) are written untouched.
+pub fn write_schema(out: &mut Vec<u8>, value: &Json<'_>) {
+    if let Some(obj) = value.as_object() {
+        out.push(b'{');
+        for (i, (k, v)) in obj.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_schema_member(out, k, &v);
+        }
+        out.push(b'}');
+    } else if let Some(arr) = value.as_array() {
+        out.push(b'[');
+        for (i, v) in arr.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_schema(out, &v);
+        }
+        out.push(b']');
+    } else {
+        write_value(out, value);
+    }
+}
+
+/// One `"key":value` member of a schema object, written as
+/// [`write_schema`] writes it.
+pub fn write_schema_member(out: &mut Vec<u8>, key: &str, value: &Json<'_>) {
+    write_string(out, key);
+    out.push(b':');
+    match key {
+        "type" => write_schema_type(out, value),
+        "enum" | "const" | "default" | "example" | "examples" => write_value(out, value),
+        // Maps of names (which may be `type`, `enum`...) to schemas.
+        "properties" | "patternProperties" | "$defs" | "definitions" | "dependentSchemas" => {
+            match value.as_object() {
+                Some(map) => {
+                    out.push(b'{');
+                    for (i, (name, schema)) in map.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        write_string(out, name);
+                        out.push(b':');
+                        write_schema(out, &schema);
+                    }
+                    out.push(b'}');
+                }
+                None => write_value(out, value),
+            }
+        }
+        _ => write_schema(out, value),
+    }
+}
+
+/// A schema's `type`: a name or a list of names, lower-cased.
+fn write_schema_type(out: &mut Vec<u8>, value: &Json<'_>) {
+    let name = |out: &mut Vec<u8>, v: &Json<'_>| match v.as_str() {
+        Some(s) if s.bytes().any(|b| b.is_ascii_uppercase()) => {
+            write_string(out, &s.to_ascii_lowercase())
+        }
+        _ => write_value(out, v),
+    };
+    if let Some(arr) = value.as_array() {
+        out.push(b'[');
+        for (i, v) in arr.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            name(out, &v);
+        }
+        out.push(b']');
+    } else {
+        name(out, value);
+    }
+}
+
 /// `value` as compact JSON text in a new string.
 pub fn value_to_string(value: &Json<'_>) -> String {
     let mut out = Vec::new();
@@ -179,6 +260,19 @@ mod tests {
         let too_deep = "{\"a\":".repeat(MAX_DEPTH + 1) + "1" + &"}".repeat(MAX_DEPTH + 1);
         let mut body = too_deep.into_bytes();
         assert!(parse(&mut body, &mut buffers).is_err());
+    }
+
+    #[test]
+    fn schemas_get_lower_case_type_names_and_keep_their_data() {
+        let mut body = br#"{"type":"OBJECT","properties":{"type":{"type":"STRING","enum":["A","B"]},"n":{"type":["INTEGER","null"],"default":"X"}},"required":["type"]}"#.to_vec();
+        let mut buffers = Buffers::default();
+        let tape = parse(&mut body, &mut buffers).unwrap();
+        let mut out = Vec::new();
+        write_schema(&mut out, &tape.as_value());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"type":"object","properties":{"type":{"type":"string","enum":["A","B"]},"n":{"type":["integer","null"],"default":"X"}},"required":["type"]}"#
+        );
     }
 
     #[test]

@@ -770,7 +770,8 @@ pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) {
             }
             if let Some(p) = &t.parameters {
                 out.extend_from_slice(b",\"parameters\":");
-                write_value(out, p);
+                // Gemini's upper-case type names are not JSON Schema.
+                json::write_schema(out, p);
             }
             if let Some(s) = t.strict {
                 out.extend_from_slice(if s {
@@ -841,7 +842,7 @@ pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) {
                 // OpenAI requires a name; other protocols have none.
                 write_string(out, if name.is_empty() { "response" } else { name });
                 out.extend_from_slice(b",\"schema\":");
-                write_value(out, schema);
+                json::write_schema(out, schema);
                 if let Some(s) = strict {
                     out.extend_from_slice(if *s {
                         b",\"strict\":true"
@@ -1892,6 +1893,28 @@ mod tests {
         let mut buffers = Buffers::default();
         let tape = json::parse(&mut body, &mut buffers).unwrap();
         f(tape.as_value())
+    }
+
+    #[test]
+    fn gemini_upper_case_schema_types_are_lower_cased() {
+        // Gemini clients write OpenAPI-style type names; OpenAI rejects
+        // them as invalid JSON Schema.
+        let body = r#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"tools":[{"functionDeclarations":[{"name":"f","parameters":{"type":"OBJECT","properties":{"city":{"type":"STRING","enum":["A"]}},"required":["city"]}}]}],"generationConfig":{"responseMimeType":"application/json","responseSchema":{"type":"OBJECT","properties":{"n":{"type":"INTEGER"}}}}}"#;
+        with_json(body, |v| {
+            let mut req = crate::protocol::gemini::decode_request(v).unwrap();
+            req.model = "m".into();
+            let mut out = Vec::new();
+            encode_request(&req, &mut out);
+            let v = to_value(&out);
+            assert_eq!(
+                v["tools"][0]["function"]["parameters"],
+                json!({"type": "object", "properties": {"city": {"type": "string", "enum": ["A"]}}, "required": ["city"]})
+            );
+            assert_eq!(
+                v["response_format"]["json_schema"]["schema"],
+                json!({"type": "object", "properties": {"n": {"type": "integer"}}})
+            );
+        });
     }
 
     fn decode_err(text: &str) -> String {
