@@ -42,6 +42,8 @@ CLIENT_KEY = "sk-sdk-test-client-key-0123456789"
 PROVIDERS = ["openai", "anthropic", "gemini"]
 # The mock's canned answer.
 CANNED = "Hello from the shardgate mock provider."
+# The mock's reasoning in the `think` scenario.
+THOUGHT = "The user wrote to the mock provider, so a canned answer will do."
 TOOL_RESULT = "Sunny, 22 C"
 TIMEOUT = 10.0
 STARTUP_TIMEOUT = 15.0
@@ -136,6 +138,8 @@ def gateway_config(mock_addr: str) -> str:
     for p in PROVIDERS:
         text += model(f"m-{p}", f"p-{p}", "mock-model")
         text += model(f"m-{p}-err", f"p-{p}", "mock-error-429")
+        text += model(f"m-{p}-think", f"p-{p}", "mock-model-think")
+        text += model(f"m-{p}-stream-err", f"p-{p}", "mock-stream-error")
     return text
 
 
@@ -210,6 +214,7 @@ def model_for(provider: str) -> str:
 
 
 provider_param = pytest.mark.parametrize("provider", PROVIDERS)
+stream_param = pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 
 
 # ---------------------------------------------------------------------------
@@ -301,7 +306,7 @@ def _chat_tool_call(oai, provider, stream: bool):
 
 
 @provider_param
-@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@stream_param
 def test_chat_tool_round_trip(oai, provider, stream):
     call = _chat_tool_call(oai, provider, stream)
     messages = [
@@ -325,13 +330,50 @@ def test_chat_tool_round_trip(oai, provider, stream):
 
 
 @provider_param
-def test_chat_error(oai, provider):
+@stream_param
+def test_chat_error(oai, provider, stream):
     with pytest.raises(openai.RateLimitError) as e:
-        oai.chat.completions.create(
-            model=f"m-{provider}-err", messages=[{"role": "user", "content": "Hello"}]
+        r = oai.chat.completions.create(
+            model=f"m-{provider}-err", messages=[{"role": "user", "content": "Hello"}], stream=stream
         )
+        for _ in r if stream else []:
+            pass
     assert e.value.status_code == 429
     assert isinstance(e.value.body, dict) and e.value.message, e.value.body
+
+
+@provider_param
+def test_chat_stream_midway_error(oai, provider):
+    """An error event after some content makes the SDK raise while iterating."""
+    text = ""
+    with pytest.raises(openai.APIError) as e:
+        for chunk in oai.chat.completions.create(
+            model=f"m-{provider}-stream-err", messages=[{"role": "user", "content": "Hello"}], stream=True
+        ):
+            for c in chunk.choices:
+                text += c.delta.content or ""
+    assert text.strip(), "no content before the error"
+    assert e.value.message
+
+
+@provider_param
+@stream_param
+def test_chat_think(oai, provider, stream):
+    """The reasoning comes as `reasoning_content` (the de facto field of
+    OpenAI-compatible providers), never mixed into the answer's content."""
+    kwargs = dict(model=f"m-{provider}-think", messages=[{"role": "user", "content": "Hello"}])
+    if stream:
+        text, reasoning = "", ""
+        for chunk in oai.chat.completions.create(stream=True, **kwargs):
+            for c in chunk.choices:
+                text += c.delta.content or ""
+                reasoning += (c.delta.model_extra or {}).get("reasoning_content") or ""
+        assert set(text.split()) <= set(CANNED.split()), text
+    else:
+        m = oai.chat.completions.create(**kwargs).choices[0].message
+        text, reasoning = m.content, (m.model_extra or {}).get("reasoning_content")
+        assert text == CANNED
+    assert reasoning == THOUGHT
 
 
 def test_openai_models_list(oai):
@@ -396,7 +438,7 @@ def test_responses_create_stream(oai, provider):
 
 
 @provider_param
-@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@stream_param
 def test_responses_tool_round_trip(oai, provider, stream):
     user = {"role": "user", "content": QUESTION}
     if stream:
@@ -426,10 +468,49 @@ def test_responses_tool_round_trip(oai, provider, stream):
 
 
 @provider_param
-def test_responses_error(oai, provider):
+@stream_param
+def test_responses_think(oai, provider, stream):
+    """The reasoning comes as a `reasoning` output item before the message."""
+    kwargs = dict(model=f"m-{provider}-think", input="Hello")
+    if stream:
+        with oai.responses.stream(**kwargs) as s:
+            for _ in s:
+                pass
+            r = s.get_final_response()
+    else:
+        r = oai.responses.create(**kwargs)
+    assert r.output_text == CANNED or (stream and set(r.output_text.split()) <= set(CANNED.split()))
+    kinds = [item.type for item in r.output]
+    assert kinds == ["reasoning", "message"], kinds
+    item = r.output[0]
+    parts = [c.text for c in (item.content or [])] + [c.text for c in (item.summary or [])]
+    assert THOUGHT in "".join(parts), item
+
+
+@provider_param
+@stream_param
+def test_responses_error(oai, provider, stream):
     with pytest.raises(openai.RateLimitError) as e:
-        oai.responses.create(model=f"m-{provider}-err", input="Hello")
+        r = oai.responses.create(model=f"m-{provider}-err", input="Hello", stream=stream)
+        for _ in r if stream else []:
+            pass
     assert e.value.status_code == 429
+
+
+@provider_param
+def test_responses_stream_midway_error(oai, provider):
+    """An upstream error after some content ends the stream with a
+    `response.failed` event (or an `error` event) after the deltas."""
+    text, last = "", None
+    try:
+        for event in oai.responses.create(model=f"m-{provider}-stream-err", input="Hello", stream=True):
+            last = event
+            if event.type == "response.output_text.delta":
+                text += event.delta
+    except openai.APIError:
+        last = "raised"
+    assert text.strip(), "no content before the error"
+    assert last == "raised" or last.type in ("response.failed", "error"), last
 
 
 # ---------------------------------------------------------------------------
@@ -467,7 +548,7 @@ def test_messages_stream_text(ant, provider):
 
 
 @provider_param
-@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@stream_param
 def test_messages_tool_round_trip(ant, provider, stream):
     user = {"role": "user", "content": QUESTION}
     kwargs = dict(model=model_for(provider), max_tokens=256, tools=ANT_TOOLS)
@@ -506,12 +587,46 @@ def test_messages_tool_round_trip(ant, provider, stream):
 
 
 @provider_param
-def test_messages_error(ant, provider):
+@stream_param
+def test_messages_think(ant, provider, stream):
+    """The reasoning comes as a `thinking` block before the text."""
+    kwargs = dict(model=f"m-{provider}-think", max_tokens=256, messages=[{"role": "user", "content": "Hello"}])
+    if stream:
+        with ant.messages.stream(**kwargs) as s:
+            m = s.get_final_message()
+    else:
+        m = ant.messages.create(**kwargs)
+    assert [b.type for b in m.content] == ["thinking", "text"], m.content
+    assert m.content[0].thinking == THOUGHT
+    assert set(m.content[1].text.split()) <= set(CANNED.split())
+
+
+@provider_param
+@stream_param
+def test_messages_error(ant, provider, stream):
+    kwargs = dict(model=f"m-{provider}-err", max_tokens=64, messages=[{"role": "user", "content": "Hello"}])
     with pytest.raises(anthropic.RateLimitError) as e:
-        ant.messages.create(
-            model=f"m-{provider}-err", max_tokens=64, messages=[{"role": "user", "content": "Hello"}]
-        )
+        if stream:
+            with ant.messages.stream(**kwargs) as s:
+                s.get_final_message()
+        else:
+            ant.messages.create(**kwargs)
     assert e.value.status_code == 429
+    assert e.value.body["type"] == "error" and e.value.body["error"]["type"] == "rate_limit_error", e.value.body
+
+
+@provider_param
+def test_messages_stream_midway_error(ant, provider):
+    """An `error` event after some content makes the SDK raise."""
+    text = ""
+    with pytest.raises(anthropic.APIError) as e:
+        with ant.messages.stream(
+            model=f"m-{provider}-stream-err", max_tokens=64, messages=[{"role": "user", "content": "Hello"}]
+        ) as s:
+            for delta in s.text_stream:
+                text += delta
+    assert text.strip(), "no content before the error"
+    assert e.value.message
 
 
 @provider_param
@@ -531,19 +646,28 @@ def test_anthropic_models_list(ant):
 # Google GenAI
 # ---------------------------------------------------------------------------
 
-GEM_TOOLS = [
-    gtypes.Tool(
-        function_declarations=[
-            gtypes.FunctionDeclaration(
-                name="get_weather", description=WEATHER_DESC, parameters_json_schema=WEATHER_SCHEMA
-            )
-        ]
+def gem_tool_config(style: str) -> gtypes.GenerateContentConfig:
+    """get_weather declared with a typed `Schema` (sent as `parameters`) or
+    with a plain JSON schema (`parameters_json_schema`, which the SDK sends
+    under that snake_case name; the Gemini API accepts both spellings)."""
+    if style == "schema":
+        decl = gtypes.FunctionDeclaration(
+            name="get_weather",
+            description=WEATHER_DESC,
+            parameters=gtypes.Schema(
+                type=gtypes.Type.OBJECT,
+                properties={"location": gtypes.Schema(type=gtypes.Type.STRING, description="City name")},
+                required=["location"],
+            ),
+        )
+    else:
+        decl = gtypes.FunctionDeclaration(
+            name="get_weather", description=WEATHER_DESC, parameters_json_schema=WEATHER_SCHEMA
+        )
+    return gtypes.GenerateContentConfig(
+        tools=[gtypes.Tool(function_declarations=[decl])],
+        automatic_function_calling=gtypes.AutomaticFunctionCallingConfig(disable=True),
     )
-]
-GEM_TOOL_CONFIG = gtypes.GenerateContentConfig(
-    tools=GEM_TOOLS,
-    automatic_function_calling=gtypes.AutomaticFunctionCallingConfig(disable=True),
-)
 
 
 @provider_param
@@ -569,20 +693,22 @@ def test_genai_stream_text(gem, provider):
 
 
 @provider_param
-@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
-def test_genai_tool_round_trip(gem, provider, stream):
+@stream_param
+@pytest.mark.parametrize("style", ["schema", "jsonschema"])
+def test_genai_tool_round_trip(gem, provider, stream, style):
+    config = gem_tool_config(style)
     user = gtypes.Content(role="user", parts=[gtypes.Part(text=QUESTION)])
     if stream:
         calls, parts = [], []
         for chunk in gem.models.generate_content_stream(
-            model=model_for(provider), contents=[user], config=GEM_TOOL_CONFIG
+            model=model_for(provider), contents=[user], config=config
         ):
             calls += chunk.function_calls or []
             if chunk.candidates and chunk.candidates[0].content:
                 parts += chunk.candidates[0].content.parts or []
         model_content = gtypes.Content(role="model", parts=parts)
     else:
-        r = gem.models.generate_content(model=model_for(provider), contents=[user], config=GEM_TOOL_CONFIG)
+        r = gem.models.generate_content(model=model_for(provider), contents=[user], config=config)
         calls = r.function_calls or []
         model_content = r.candidates[0].content
     assert len(calls) == 1, calls
@@ -600,18 +726,54 @@ def test_genai_tool_round_trip(gem, provider, stream):
         ],
     )
     r2 = gem.models.generate_content(
-        model=model_for(provider), contents=[user, model_content, response], config=GEM_TOOL_CONFIG
+        model=model_for(provider), contents=[user, model_content, response], config=config
     )
     assert not r2.function_calls
     assert TOOL_RESULT in (r2.text or "")
 
 
 @provider_param
-def test_genai_error(gem, provider):
+@stream_param
+def test_genai_think(gem, provider, stream):
+    """The reasoning comes as parts with `thought: true`, and `.text` leaves
+    them out."""
+    kwargs = dict(model=f"m-{provider}-think", contents="Hello")
+    parts = []
+    if stream:
+        for chunk in gem.models.generate_content_stream(**kwargs):
+            if chunk.candidates and chunk.candidates[0].content:
+                parts += chunk.candidates[0].content.parts or []
+    else:
+        r = gem.models.generate_content(**kwargs)
+        parts = r.candidates[0].content.parts
+    thought = "".join(p.text or "" for p in parts if p.thought)
+    text = "".join(p.text or "" for p in parts if not p.thought)
+    assert thought == THOUGHT, parts
+    assert set(text.split()) <= set(CANNED.split()) and text.strip(), parts
+
+
+@provider_param
+@stream_param
+def test_genai_error(gem, provider, stream):
     with pytest.raises(genai_errors.ClientError) as e:
-        gem.models.generate_content(model=f"m-{provider}-err", contents="Hello")
+        if stream:
+            for _ in gem.models.generate_content_stream(model=f"m-{provider}-err", contents="Hello"):
+                pass
+        else:
+            gem.models.generate_content(model=f"m-{provider}-err", contents="Hello")
     assert e.value.code == 429
     assert e.value.status == "RESOURCE_EXHAUSTED", e.value.details
+
+
+@provider_param
+def test_genai_stream_midway_error(gem, provider):
+    """An error chunk after some content makes the SDK raise."""
+    text = ""
+    with pytest.raises(genai_errors.APIError) as e:
+        for chunk in gem.models.generate_content_stream(model=f"m-{provider}-stream-err", contents="Hello"):
+            text += chunk.text or ""
+    assert text.strip(), "no content before the error"
+    assert e.value.code >= 400
 
 
 @provider_param
