@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 import subprocess
 import tempfile
 import time
@@ -159,7 +160,7 @@ def stack():
         pytest.fail(f"no shardgate binary at {BIN} (build it, or set SHARDGATE_BIN)")
     with tempfile.TemporaryDirectory(prefix="shardgate-sdk-") as tmp:
         workdir = Path(tmp)
-        mock = Proc("mock", ["mock-upstream", "--port", "0", "--shards", "1"], workdir)
+        mock = Proc("mock", ["mock-upstream", "--port", "0", "--shards", "1", "--record-requests"], workdir)
         try:
             config = workdir / "gateway.toml"
             config.write_text(gateway_config(mock.addr))
@@ -175,6 +176,57 @@ def stack():
             mock.stop()
             # Shown by pytest only when something failed (-rA shows always).
             print("--- gateway stderr (tail):\n" + "\n".join(gateway.errors().splitlines()[-40:]))
+
+
+def upstream_request(stack: Stack) -> tuple[str, dict]:
+    """The mock's last model request (the tests run one at a time): the
+    request line with headers, and the JSON body."""
+    with urllib.request.urlopen(f"http://{stack.mock.addr}/mock/last-request", timeout=TIMEOUT) as r:
+        rec = json.loads(r.read())
+    return rec["head"], json.loads(rec["body"])
+
+
+def upstream_path(head: str) -> str:
+    return head.split(" ")[1]
+
+
+SYSTEM = "You are terse. Marker: sys-7731."
+HISTORY_Q = "Earlier question, marker q-4410"
+HISTORY_A = "Earlier answer, marker a-5521"
+
+
+def check_upstream_options(stack: Stack, provider: str, stop: bool = True) -> None:
+    """Checks that the request's system prompt, history and sampling options
+    reached the provider in its own fields."""
+    head, body = upstream_request(stack)
+    text = json.dumps(body)
+    for marker in ("sys-7731", "q-4410", "a-5521"):
+        assert marker in text, (marker, body)
+    if provider == "openai":
+        assert upstream_path(head).endswith("/chat/completions"), head
+        assert body["messages"][0]["role"] in ("system", "developer"), body
+        assert "sys-7731" in json.dumps(body["messages"][0]), body
+        assert body.get("max_tokens", body.get("max_completion_tokens")) == 50, body
+        assert body["temperature"] == 0.5, body
+        if stop:
+            assert body["stop"] in (["STOP-X"], "STOP-X"), body
+    elif provider == "anthropic":
+        assert upstream_path(head) == "/v1/messages", head
+        assert "sys-7731" in json.dumps(body["system"]), body
+        assert all(m["role"] != "system" for m in body["messages"]), body
+        assert body["max_tokens"] == 50, body
+        assert body["temperature"] == 0.5, body
+        if stop:
+            assert body["stop_sequences"] == ["STOP-X"], body
+    else:
+        assert upstream_path(head).startswith("/v1beta/models/mock-model:"), head
+        assert "sys-7731" in json.dumps(body["systemInstruction"]), body
+        assert [c.get("role") for c in body["contents"]] == ["user", "model", "user"], body
+        gc = body["generationConfig"]
+        assert gc["maxOutputTokens"] == 50, body
+        assert gc["temperature"] == 0.5, body
+        if stop:
+            assert gc["stopSequences"] == ["STOP-X"], body
 
 
 # ---------------------------------------------------------------------------
@@ -376,6 +428,24 @@ def test_chat_think(oai, provider, stream):
     assert reasoning == THOUGHT
 
 
+@provider_param
+def test_chat_options(stack, oai, provider):
+    r = oai.chat.completions.create(
+        model=model_for(provider),
+        messages=[
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": HISTORY_Q},
+            {"role": "assistant", "content": HISTORY_A},
+            {"role": "user", "content": "Hello"},
+        ],
+        max_tokens=50,
+        temperature=0.5,
+        stop=["STOP-X"],
+    )
+    assert r.choices[0].message.content == CANNED
+    check_upstream_options(stack, provider)
+
+
 def test_openai_models_list(oai):
     ids = {m.id for m in oai.models.list()}
     assert {"m-openai", "m-anthropic", "m-gemini"} <= ids, ids
@@ -465,6 +535,23 @@ def test_responses_tool_round_trip(oai, provider, stream):
     )
     assert r2.status == "completed"
     assert TOOL_RESULT in r2.output_text
+
+
+@provider_param
+def test_responses_options(stack, oai, provider):
+    r = oai.responses.create(
+        model=model_for(provider),
+        instructions=SYSTEM,
+        input=[
+            {"role": "user", "content": HISTORY_Q},
+            {"role": "assistant", "content": HISTORY_A},
+            {"role": "user", "content": "Hello"},
+        ],
+        max_output_tokens=50,
+        temperature=0.5,
+    )
+    assert r.output_text == CANNED
+    check_upstream_options(stack, provider, stop=False)
 
 
 @provider_param
@@ -584,6 +671,25 @@ def test_messages_tool_round_trip(ant, provider, stream):
     assert m2.stop_reason == "end_turn"
     text = "".join(b.text for b in m2.content if b.type == "text")
     assert TOOL_RESULT in text
+
+
+@provider_param
+def test_messages_options(stack, ant, provider):
+    m = ant.messages.create(
+        model=model_for(provider),
+        system=SYSTEM,
+        messages=[
+            {"role": "user", "content": HISTORY_Q},
+            {"role": "assistant", "content": HISTORY_A},
+            {"role": "user", "content": "Hello"},
+        ],
+        max_tokens=50,
+        stop_sequences=["STOP-X"],
+        # Gone from this SDK's signature, still sent by older clients.
+        extra_body={"temperature": 0.5},
+    )
+    assert m.content[0].text == CANNED
+    check_upstream_options(stack, provider)
 
 
 @provider_param
@@ -730,6 +836,23 @@ def test_genai_tool_round_trip(gem, provider, stream, style):
     )
     assert not r2.function_calls
     assert TOOL_RESULT in (r2.text or "")
+
+
+@provider_param
+def test_genai_options(stack, gem, provider):
+    r = gem.models.generate_content(
+        model=model_for(provider),
+        contents=[
+            gtypes.Content(role="user", parts=[gtypes.Part(text=HISTORY_Q)]),
+            gtypes.Content(role="model", parts=[gtypes.Part(text=HISTORY_A)]),
+            gtypes.Content(role="user", parts=[gtypes.Part(text="Hello")]),
+        ],
+        config=gtypes.GenerateContentConfig(
+            system_instruction=SYSTEM, max_output_tokens=50, temperature=0.5, stop_sequences=["STOP-X"]
+        ),
+    )
+    assert r.text == CANNED
+    check_upstream_options(stack, provider)
 
 
 @provider_param
