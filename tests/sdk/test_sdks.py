@@ -56,6 +56,9 @@ WEATHER_SCHEMA = {
 }
 WEATHER_DESC = "Current weather at a location"
 QUESTION = "What is the weather in Paris?"
+TIME_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+# What the mock's parallel-tools scenario calls: the first two declared tools.
+PARALLEL_CALLS = [("get_weather", {"location": "Paris"}), ("get_time", {"city": "Paris"})]
 
 
 # ---------------------------------------------------------------------------
@@ -141,6 +144,7 @@ def gateway_config(mock_addr: str) -> str:
         text += model(f"m-{p}-err", f"p-{p}", "mock-error-429")
         text += model(f"m-{p}-think", f"p-{p}", "mock-model-think")
         text += model(f"m-{p}-stream-err", f"p-{p}", "mock-stream-error")
+        text += model(f"m-{p}-parallel", f"p-{p}", "mock-parallel-tools")
     return text
 
 
@@ -446,6 +450,23 @@ def test_chat_options(stack, oai, provider):
     check_upstream_options(stack, provider)
 
 
+@provider_param
+def test_chat_parallel_tools(oai, provider):
+    tools = OAI_CHAT_TOOLS + [
+        {"type": "function", "function": {"name": "get_time", "parameters": TIME_SCHEMA}}
+    ]
+    user = {"role": "user", "content": QUESTION}
+    m = oai.chat.completions.create(model=f"m-{provider}-parallel", messages=[user], tools=tools).choices[0].message
+    calls = m.tool_calls or []
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == PARALLEL_CALLS
+    assert len({c.id for c in calls}) == 2, "tool call ids not distinct"
+    messages = [user, m.model_dump(exclude_none=True)] + [
+        {"role": "tool", "tool_call_id": c.id, "content": f"{TOOL_RESULT} ({c.function.name})"} for c in calls
+    ]
+    r = oai.chat.completions.create(model=model_for(provider), messages=messages, tools=tools)
+    assert "The tool said:" in r.choices[0].message.content
+
+
 def test_openai_models_list(oai):
     ids = {m.id for m in oai.models.list()}
     assert {"m-openai", "m-anthropic", "m-gemini"} <= ids, ids
@@ -535,6 +556,23 @@ def test_responses_tool_round_trip(oai, provider, stream):
     )
     assert r2.status == "completed"
     assert TOOL_RESULT in r2.output_text
+
+
+@provider_param
+def test_responses_parallel_tools(oai, provider):
+    tools = OAI_RESP_TOOLS + [{"type": "function", "name": "get_time", "parameters": TIME_SCHEMA}]
+    user = {"role": "user", "content": QUESTION}
+    r = oai.responses.create(model=f"m-{provider}-parallel", input=[user], tools=tools)
+    calls = [item for item in r.output if item.type == "function_call"]
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == PARALLEL_CALLS
+    assert len({c.call_id for c in calls}) == 2, "call ids not distinct"
+    items = [user]
+    items += [{"type": "function_call", "call_id": c.call_id, "name": c.name, "arguments": c.arguments} for c in calls]
+    items += [
+        {"type": "function_call_output", "call_id": c.call_id, "output": f"{TOOL_RESULT} ({c.name})"} for c in calls
+    ]
+    r2 = oai.responses.create(model=model_for(provider), input=items, tools=tools)
+    assert "The tool said:" in r2.output_text
 
 
 @provider_param
@@ -671,6 +709,27 @@ def test_messages_tool_round_trip(ant, provider, stream):
     assert m2.stop_reason == "end_turn"
     text = "".join(b.text for b in m2.content if b.type == "text")
     assert TOOL_RESULT in text
+
+
+@provider_param
+def test_messages_parallel_tools(ant, provider):
+    tools = ANT_TOOLS + [{"name": "get_time", "input_schema": TIME_SCHEMA}]
+    user = {"role": "user", "content": QUESTION}
+    m = ant.messages.create(model=f"m-{provider}-parallel", max_tokens=256, messages=[user], tools=tools)
+    uses = [b for b in m.content if b.type == "tool_use"]
+    assert [(u.name, u.input) for u in uses] == PARALLEL_CALLS
+    assert len({u.id for u in uses}) == 2, "tool_use ids not distinct"
+    blocks = [{"type": "tool_use", "id": u.id, "name": u.name, "input": u.input} for u in uses]
+    results = [
+        {"type": "tool_result", "tool_use_id": u.id, "content": f"{TOOL_RESULT} ({u.name})"} for u in uses
+    ]
+    m2 = ant.messages.create(
+        model=model_for(provider),
+        max_tokens=256,
+        tools=tools,
+        messages=[user, {"role": "assistant", "content": blocks}, {"role": "user", "content": results}],
+    )
+    assert "The tool said:" in "".join(b.text for b in m2.content if b.type == "text")
 
 
 @provider_param
@@ -836,6 +895,33 @@ def test_genai_tool_round_trip(gem, provider, stream, style):
     )
     assert not r2.function_calls
     assert TOOL_RESULT in (r2.text or "")
+
+
+@provider_param
+def test_genai_parallel_tools(gem, provider):
+    config = gem_tool_config("schema")
+    config.tools[0].function_declarations.append(
+        gtypes.FunctionDeclaration(name="get_time", parameters_json_schema=TIME_SCHEMA)
+    )
+    user = gtypes.Content(role="user", parts=[gtypes.Part(text=QUESTION)])
+    r = gem.models.generate_content(model=f"m-{provider}-parallel", contents=[user], config=config)
+    calls = r.function_calls or []
+    assert [(c.name, c.args) for c in calls] == PARALLEL_CALLS
+    responses = gtypes.Content(
+        role="user",
+        parts=[
+            gtypes.Part(
+                function_response=gtypes.FunctionResponse(
+                    id=c.id, name=c.name, response={"result": f"{TOOL_RESULT} ({c.name})"}
+                )
+            )
+            for c in calls
+        ],
+    )
+    r2 = gem.models.generate_content(
+        model=model_for(provider), contents=[user, r.candidates[0].content, responses], config=config
+    )
+    assert "The tool said:" in (r2.text or "")
 
 
 @provider_param
