@@ -40,7 +40,13 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let mock = start_mock(&[]);
+    setup_with(&[])
+}
+
+const ADMIN_KEY: &str = "admin-key-for-tests";
+
+fn setup_with(mock_args: &[&str]) -> Setup {
+    let mock = start_mock(mock_args);
     let port = mock.addr.port();
     let mut extra = String::new();
     for (protocol, prefix) in [("anthropic", "/v1"), ("gemini", "/v1beta")] {
@@ -67,7 +73,9 @@ fn setup() -> Setup {
             ));
         }
     }
-    let mut builder = ConfigBuilder::for_mock(&mock).no_default_provider();
+    let mut builder = ConfigBuilder::for_mock(&mock)
+        .no_default_provider()
+        .admin_key(ADMIN_KEY);
     builder.extra = extra;
     let gateway = start_gateway(&builder.build());
     Setup { mock, gateway }
@@ -1075,6 +1083,70 @@ fn thinking_reaches_clients_that_can_show_it() {
         assert!(
             m["content"].as_str().is_some_and(|t| !t.is_empty()),
             "{protocol}: {v}"
+        );
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, for up to `secs`.
+fn poll<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_client_that_leaves_mid_stream_ends_the_upstream_request() {
+    // 100 events 50 ms apart: the upstream would stream for 5 s.
+    let s = setup_with(&["--stream-chunks", "100", "--chunk-interval-ms", "50"]);
+    let admin = format!("Authorization: Bearer {ADMIN_KEY}");
+    for (api, model) in [
+        (ClientApi::Messages, "to-openai"),
+        (ClientApi::Chat, "to-gemini"),
+        (ClientApi::Chat, "to-openai"),
+    ] {
+        let mut c = Client::connect(s.addr());
+        c.send(&build_request(api, model, true, Turn::Text));
+        let head = c.read_head().expect("a head");
+        assert_eq!(head.status, 200);
+        c.read_chunk().expect("a first chunk").expect("not the end");
+        let in_flight = |c: &mut Client| {
+            c.request(&get_with("/admin/requests", &[&admin])).json()["in_flight"].as_u64()
+        };
+        assert_eq!(
+            in_flight(&mut Client::connect(s.addr())),
+            Some(1),
+            "{api:?} via {model}"
+        );
+        drop(c);
+        // The gateway notices at its next write, drops the upstream
+        // connection (never pooling a half-read stream) and forgets the
+        // request, long before the upstream would have finished.
+        let started = std::time::Instant::now();
+        poll(3, || {
+            (in_flight(&mut Client::connect(s.addr())) == Some(0)).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{api:?} via {model}: still in flight after the client left"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(3));
+        let idle: f64 = poll(3, || {
+            let text = Client::connect(s.addr()).request(&get("/metrics")).text();
+            let idle: f64 = text
+                .lines()
+                .filter(|l| l.starts_with("shardgate_upstream_idle_connections{"))
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+                .sum();
+            Some(idle)
+        })
+        .unwrap();
+        assert_eq!(
+            idle, 0.0,
+            "{api:?} via {model}: the abandoned upstream connection was not pooled"
         );
     }
 }
