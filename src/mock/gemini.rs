@@ -35,7 +35,8 @@ pub fn inspect(body: &[u8], stream: bool) -> Result<Ask, String> {
             ask.add_tool(|| {
                 let schema = decl
                     .get("parameters")
-                    .or_else(|| decl.get("parametersJsonSchema"));
+                    .or_else(|| decl.get("parametersJsonSchema"))
+                    .or_else(|| decl.get("parameters_json_schema"));
                 Some(ToolDecl::new(decl.get("name")?.as_str()?, schema))
             });
         }
