@@ -47,7 +47,7 @@ enum Command {
         #[arg(long)]
         shards: Option<usize>,
     },
-    /// Run the mock provider (OpenAI-compatible, JSON and SSE).
+    /// Run the mock provider (OpenAI, Anthropic and Gemini protocols, JSON and SSE).
     MockUpstream {
         #[arg(long, default_value_t = 3002)]
         port: u16,
@@ -65,7 +65,7 @@ enum Command {
         /// Pause between streamed events.
         #[arg(long, default_value_t = 0)]
         chunk_interval_ms: u64,
-        /// Keep the last chat request for GET /mock/last-request.
+        /// Keep the last model request (any protocol) for GET /mock/last-request.
         #[arg(long)]
         record_requests: bool,
     },
@@ -181,12 +181,34 @@ protocol = "openai"
 base_url = "http://{mock_addr}/v1"
 api_key = "sk-demo-provider-key"
 
+[[providers]]
+name = "mock-anthropic"
+protocol = "anthropic"
+base_url = "http://{mock_addr}/v1"
+api_key = "sk-ant-demo-provider-key"
+
+[[providers]]
+name = "mock-gemini"
+protocol = "gemini"
+base_url = "http://{mock_addr}/v1beta"
+api_key = "demo-gemini-provider-key"
+
 [routing]
 default_provider = "mock"
 
 [[models]]
 name = "demo-model"
 provider = "mock"
+upstream_model = "mock-model"
+
+[[models]]
+name = "claude-demo"
+provider = "mock-anthropic"
+upstream_model = "mock-model"
+
+[[models]]
+name = "gemini-demo"
+provider = "mock-gemini"
 upstream_model = "mock-model"
 "#,
         shards = shards.unwrap_or(0)
@@ -196,13 +218,17 @@ upstream_model = "mock-model"
     let addr = gateway.local_addr;
     on_signals(&gateway.shutdown_flag())?;
     println!("shardgate demo: gateway on http://{addr}, mock provider on http://{mock_addr}");
-    println!("Try:");
+    println!("Models: demo-model (OpenAI provider), claude-demo (Anthropic provider), gemini-demo (Gemini provider);");
+    println!("every endpoint reaches every model, translated where the protocols differ. Try:");
     println!("  curl -s http://{addr}/v1/models");
     println!(
-        "  curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"demo-model\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'"
+        "  curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"claude-demo\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'"
     );
     println!(
-        "  curl -sN http://{addr}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"demo-model\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'"
+        "  curl -sN http://{addr}/v1/messages -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' \\\n    -d '{{\"model\":\"demo-model\",\"max_tokens\":256,\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'"
+    );
+    println!(
+        "  curl -sN 'http://{addr}/v1beta/models/claude-demo:streamGenerateContent?alt=sse' -H 'content-type: application/json' \\\n    -d '{{\"contents\":[{{\"role\":\"user\",\"parts\":[{{\"text\":\"Hello\"}}]}}]}}'"
     );
     println!("Press Ctrl-C to stop.");
     let result = gateway.run().map_err(|e| e.to_string());

@@ -226,7 +226,7 @@ fn pauses_in_a_stream_longer_than_upstream_head_timeout_are_fine() {
     let mut c = Client::connect(gw.addr);
     c.send(&post_json(
         "/v1/chat/completions",
-        &chat_body("thinking-model", true),
+        &chat_body("paused-model", true),
         &[],
     ));
     assert_eq!(c.read_head().unwrap().status, 200);
@@ -238,7 +238,7 @@ fn pauses_in_a_stream_longer_than_upstream_head_timeout_are_fine() {
             Err(e) => panic!("stream cut after {text:?}: {e}"),
         }
     }
-    assert_mock_stream(&sse_data(&text), "thinking-model", 3);
+    assert_mock_stream(&sse_data(&text), "paused-model", 3);
 }
 
 #[test]

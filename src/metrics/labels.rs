@@ -23,6 +23,8 @@ pub enum Route {
     GeminiGenerate,
     /// `POST /v1beta/models/*:streamGenerateContent` (Gemini).
     GeminiStream,
+    /// `POST /v1beta/models/*:countTokens` (Gemini).
+    GeminiCountTokens,
     /// `GET /v1/models` and friends.
     Models,
     /// Liveness probe.
@@ -39,7 +41,7 @@ pub enum Route {
 
 impl Route {
     /// Number of routes; the length of per-route counter arrays.
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
 
     /// Every route, in index order.
     pub const ALL: [Route; Route::COUNT] = [
@@ -49,6 +51,7 @@ impl Route {
         Route::CountTokens,
         Route::GeminiGenerate,
         Route::GeminiStream,
+        Route::GeminiCountTokens,
         Route::Models,
         Route::Health,
         Route::Ready,
@@ -66,6 +69,7 @@ impl Route {
             Route::CountTokens => "count_tokens",
             Route::GeminiGenerate => "gemini_generate",
             Route::GeminiStream => "gemini_stream",
+            Route::GeminiCountTokens => "gemini_count_tokens",
             Route::Models => "models",
             Route::Health => "health",
             Route::Ready => "ready",

@@ -1,17 +1,99 @@
-//! The built-in mock provider: an OpenAI-compatible upstream for the demo,
-//! the tests and the load scenarios. It runs on the same shard and
-//! connection machinery as the gateway, so it is fast enough to measure
-//! the gateway (and nginx) against.
+//! The built-in mock provider: an upstream that speaks the OpenAI,
+//! Anthropic and Gemini protocols, JSON and SSE, for the demo, the tests
+//! and the load scenarios. It runs on the same shard and connection
+//! machinery as the gateway, so it is fast enough to measure the gateway
+//! (and nginx) against. Its answers are written by hand in each provider's
+//! exact wire shapes, independently of the gateway's protocol codecs, so
+//! that tests of those codecs can catch their bugs.
 //!
-//! The model name picks a scenario:
-//! - `mock-error-500`, `mock-error-429` (with `retry-after: 1`): that error;
-//! - `mock-slow-<ms>`: waits that long before answering;
-//! - `mock-close`: closes the connection without answering;
-//! - anything else: a canned answer, streamed when the request says so.
+//! # Endpoints
 //!
-//! `GET /mock/stats` reports how many requests it received, and with
-//! `--record-requests`, `GET /mock/last-request` shows the last chat
-//! request's head and body (for tests of what the gateway forwards).
+//! - OpenAI: `POST /v1/chat/completions` (or `/chat/completions`), JSON or
+//!   SSE (`"stream": true`; `stream_options.include_usage` adds the final
+//!   usage chunk). `GET /v1/models` lists `mock-model`.
+//! - Anthropic: `POST /v1/messages`, a message object or, with
+//!   `"stream": true`, the events `message_start`, `ping`,
+//!   `content_block_start` / `content_block_delta`... / `content_block_stop`
+//!   per block, `message_delta`, `message_stop`.
+//!   `POST /v1/messages/count_tokens` answers `{"input_tokens": N}`.
+//!   `GET /v1/models` with an `anthropic-version` header answers in
+//!   Anthropic's list shape.
+//! - Gemini (model taken from the path): `POST
+//!   /v1beta/models/{model}:generateContent` (JSON),
+//!   `:streamGenerateContent?alt=sse` (`data: {chunk}\r\n\r\n` events),
+//!   `:streamGenerateContent` without `alt=sse` (one JSON array streamed
+//!   element by element: `[{chunk}\r\n,{chunk}...]`), `:countTokens`
+//!   (`{"totalTokens": N}`); `GET /v1beta/models` lists `models/mock-model`.
+//!   `/v1/models/{model}:...` works the same.
+//! - `GET /mock/stats`: `requests` (all), `chat_requests` (answers
+//!   generated, any protocol), and `openai_requests`,
+//!   `anthropic_requests`, `gemini_requests` (that protocol's model
+//!   requests, token counts included).
+//! - `GET /mock/last-request` (with `--record-requests`): head and body of
+//!   the last model request of any protocol, or `null`.
+//!
+//! # Scenarios
+//!
+//! The model name (the body's `model`, or Gemini's path) picks a scenario
+//! by substring, the same for all three protocols; several combine.
+//!
+//! - default: the canned text `Hello from the shardgate mock provider.`
+//!   Streamed, it is `stream_chunks` content events (the words of the
+//!   answer, cycled), paced by `chunk_interval`, after `latency` (which
+//!   applies to every answer). Usage: input tokens = body length / 4 (at
+//!   least 1), output tokens = the number of content events the answer
+//!   has when streamed; reported as OpenAI `usage` (and a final
+//!   `"choices":[]` usage chunk with `include_usage`), Anthropic `usage` in
+//!   `message_start` and `message_delta`, Gemini `usageMetadata` (in every
+//!   chunk, running).
+//! - tool call: when the request declares tools and its conversation does
+//!   not end with a tool result, the answer is a call of the FIRST declared
+//!   tool. Its arguments have every property of the tool's parameter
+//!   schema, by type: `"Paris"` for strings named `location` or `city`,
+//!   else `"mock"`; `1` for numbers and integers, `true` for booleans, `[]`,
+//!   `{}`; an `enum` gives its first member. Streamed, the arguments JSON
+//!   comes in three pieces (OpenAI `tool_calls` deltas after one with the
+//!   index, id and name; Anthropic `input_json_delta`); Gemini sends the
+//!   call whole in one `functionCall` part. Ends with `tool_calls` /
+//!   `tool_use` / `STOP`. Call ids are `call_mock_<n>` / `toolu_mock_<n>`.
+//! - tool result: when the conversation ends with a tool result (OpenAI: a
+//!   `tool` message; Anthropic: a `tool_result` block in the last user
+//!   message; Gemini: a `functionResponse` part in the last content, whose
+//!   `result`, `output` or `content` string, else its JSON, is the text),
+//!   the answer is the text `The tool said: <first 200 characters>`,
+//!   streamed word by word.
+//! - `parallel-tools`: two tool calls in one answer (the first two
+//!   declared tools, or the first twice, with different ids).
+//! - `think`: a reasoning block before the answer: OpenAI
+//!   `reasoning_content` (message field or deltas); Anthropic a `thinking`
+//!   block with a `signature` (streamed: `thinking_delta`s then a
+//!   `signature_delta`); Gemini parts with `"thought": true`.
+//! - `mock-error-<status>`: that status with the protocol's error body
+//!   (OpenAI `{"error":{"message","type","param","code"}}`, Anthropic
+//!   `{"type":"error","error":{"type","message"}}`, Gemini
+//!   `{"error":{"code","message","status"}}`). Meant for 400, 401, 429
+//!   (with `retry-after: 1`), 500 and 529 (Anthropic's overloaded); any
+//!   400..=599 works.
+//! - `mock-slow-<ms>`: waits that long before answering.
+//! - `mock-close`: closes the connection without answering.
+//! - `mock-stream-error`: streamed, up to three content events, then the
+//!   protocol's mid-stream error (OpenAI `data: {"error":{...}}`,
+//!   Anthropic `event: error` with an `overloaded_error`, Gemini a chunk
+//!   `{"error":{...}}`, which also closes the JSON array) and the end of
+//!   the body. Not streamed, an ordinary answer.
+//! - `mock-stream-truncate`: streamed, up to three content events, then
+//!   the connection closes mid-body: no `[DONE]`, `message_stop`,
+//!   `finishReason` nor last HTTP chunk.
+//!
+//! Only requests that need it are parsed in full (ones mentioning tools,
+//! tool results or OpenAI's stream options); the default scenario reads
+//! only `model` and `stream`, so it stays cheap under load tests.
+
+mod anthropic;
+mod gemini;
+mod openai;
+mod scenario;
+mod stream;
 
 use std::io;
 use std::rc::Rc;
@@ -20,25 +102,29 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_lite::AsyncWrite;
+use memchr::memmem;
 
 use crate::http::Method;
-use crate::protocol::fast_path::extract_routing_fields;
+use crate::protocol::fast_path::{extract_routing_fields, FieldError};
 use crate::protocol::json::write_string;
 use crate::server::conn::{Request, Service};
 use crate::server::errors::GatewayError;
 use crate::server::responder::{BodyFraming, Responder};
 use crate::server::shard::ShardState;
 
+use scenario::{input_tokens, Answer, Ask, Scenario};
+use stream::Kind;
+
 /// How the mock answers.
 #[derive(Clone, Debug)]
 pub struct MockSettings {
-    /// Delay before every chat answer.
+    /// Delay before every answer.
     pub latency: Duration,
-    /// Content events in a streamed answer.
+    /// Content events in a streamed canned answer.
     pub stream_chunks: usize,
-    /// Pause between streamed events.
+    /// Pause before each streamed content event.
     pub chunk_interval: Duration,
-    /// Keep the last chat request for `GET /mock/last-request`.
+    /// Keep the last model request for `GET /mock/last-request`.
     pub record_requests: bool,
 }
 
@@ -58,9 +144,23 @@ impl Default for MockSettings {
 pub struct MockStats {
     /// Every request received, whatever its path.
     pub requests: AtomicU64,
-    /// Chat completion requests received.
+    /// Requests for a generated answer, any protocol.
     pub chat_requests: AtomicU64,
+    /// OpenAI model requests.
+    pub openai_requests: AtomicU64,
+    /// Anthropic model requests (messages and token counts).
+    pub anthropic_requests: AtomicU64,
+    /// Gemini model requests (generate and count tokens).
+    pub gemini_requests: AtomicU64,
     last_request: Mutex<Option<Vec<u8>>>,
+}
+
+/// The protocol a request came in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    OpenAi,
+    Anthropic,
+    Gemini(gemini::Framing),
 }
 
 /// The mock service for one shard.
@@ -78,159 +178,269 @@ impl MockProvider {
         }
     }
 
-    fn record(&self, req: &Request<'_>) {
-        let mut out = b"{\"head\":".to_vec();
-        write_string(&mut out, &String::from_utf8_lossy(req.raw_head));
-        out.extend_from_slice(b",\"body\":");
-        write_string(&mut out, &String::from_utf8_lossy(req.body));
-        out.push(b'}');
-        *self.stats.last_request.lock().unwrap() = Some(out);
+    /// Counts and (when asked to) records a model request.
+    fn received(&self, protocol: Protocol, generates: bool, req: &Request<'_>) {
+        let counter = match protocol {
+            Protocol::OpenAi => &self.stats.openai_requests,
+            Protocol::Anthropic => &self.stats.anthropic_requests,
+            Protocol::Gemini(_) => &self.stats.gemini_requests,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if generates {
+            self.stats.chat_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.settings.record_requests {
+            let mut out = b"{\"head\":".to_vec();
+            write_string(&mut out, &String::from_utf8_lossy(req.raw_head));
+            out.extend_from_slice(b",\"body\":");
+            write_string(&mut out, &String::from_utf8_lossy(req.body));
+            out.push(b'}');
+            *self.stats.last_request.lock().unwrap() = Some(out);
+        }
     }
 
+    /// `POST /v1/chat/completions` and `POST /v1/messages`: the model and
+    /// `stream` are in the body.
     async fn chat<S: AsyncWrite + Unpin>(
         &self,
+        protocol: Protocol,
         req: &Request<'_>,
         resp: &mut Responder<'_, S>,
     ) -> io::Result<()> {
-        self.stats.chat_requests.fetch_add(1, Ordering::Relaxed);
-        if self.settings.record_requests {
-            self.record(req);
-        }
+        self.received(protocol, true, req);
         let mut scratch = Vec::new();
         let fields = match extract_routing_fields(req.body, &mut scratch) {
             Ok(f) => f,
             Err(e) => {
-                let err = GatewayError::new(
-                    400,
-                    "invalid_request",
-                    format!("mock: bad request body: {e:?}"),
-                );
-                return resp.send_error(&err).await;
+                let message = format!("mock: bad request body: {e:?}");
+                return send_error(protocol, 400, &message, resp).await;
             }
         };
-        let model = fields.model.as_str();
+        self.answer(protocol, &fields.model, fields.stream, req.body, resp)
+            .await
+    }
+
+    /// `POST /v1beta/models/{model}:{method}`.
+    async fn gemini<S: AsyncWrite + Unpin>(
+        &self,
+        model: &str,
+        method: &str,
+        req: &Request<'_>,
+        resp: &mut Responder<'_, S>,
+    ) -> io::Result<()> {
+        let alt_sse = req
+            .query()
+            .is_some_and(|q| q.split(|&b| b == b'&').any(|p| p == b"alt=sse"));
+        let framing = if alt_sse {
+            gemini::Framing::Sse
+        } else {
+            gemini::Framing::Array
+        };
+        let protocol = Protocol::Gemini(framing);
+        let stream = match method {
+            "generateContent" => false,
+            "streamGenerateContent" => true,
+            "countTokens" => {
+                self.received(protocol, false, req);
+                let tokens = input_tokens(req.body.len());
+                return resp
+                    .send_json_with(200, &[], |out| gemini::render_count(out, tokens))
+                    .await;
+            }
+            _ => {
+                let message = format!("mock: unknown method {method:?}");
+                return send_error(protocol, 404, &message, resp).await;
+            }
+        };
+        self.received(protocol, true, req);
+        // The body has no routing fields; this only checks it is JSON.
+        let mut scratch = Vec::new();
+        match extract_routing_fields(req.body, &mut scratch) {
+            Ok(_) | Err(FieldError::MissingModel) => {}
+            Err(e) => {
+                let message = format!("mock: bad request body: {e:?}");
+                return send_error(protocol, 400, &message, resp).await;
+            }
+        }
+        self.answer(protocol, model, stream, req.body, resp).await
+    }
+
+    /// Answers a generation request for `model` as its scenario says.
+    async fn answer<S: AsyncWrite + Unpin>(
+        &self,
+        protocol: Protocol,
+        model: &str,
+        stream: bool,
+        body: &[u8],
+        resp: &mut Responder<'_, S>,
+    ) -> io::Result<()> {
+        let scenario = Scenario::of(model);
         if !self.settings.latency.is_zero() {
             crate::runtime::sleep(self.settings.latency).await;
         }
-        match model {
-            "mock-error-500" => {
-                let err = GatewayError::new(500, "mock_error", "mock provider: internal error");
-                return resp.send_error(&err).await;
-            }
-            "mock-error-429" => {
-                let err = GatewayError::new(429, "rate_limited", "mock provider: rate limited");
-                return resp
-                    .send_json_with(429, &[(b"retry-after", b"1")], |out| {
-                        err.write_openai_body(out)
-                    })
-                    .await;
-            }
-            "mock-close" => {
-                resp.close_after();
-                return Err(io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    "mock-close",
-                ));
-            }
-            _ => {}
+        if let Some(status) = scenario.error {
+            return send_error(protocol, status, error_message(protocol, status), resp).await;
         }
-        if let Some(ms) = model
-            .strip_prefix("mock-slow-")
-            .and_then(|m| m.parse::<u64>().ok())
-        {
+        if scenario.close {
+            resp.close_after();
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "mock-close",
+            ));
+        }
+        if let Some(ms) = scenario.slow_ms {
             crate::runtime::sleep(Duration::from_millis(ms)).await;
         }
-        if fields.stream {
-            self.stream_answer(model, resp).await
-        } else {
-            resp.send_json_with(200, &[], |out| render_completion(out, model))
-                .await
+        let ask = match inspect(protocol, body, stream) {
+            Ok(ask) => ask,
+            Err(e) => {
+                let message = format!("mock: bad request body: {e}");
+                return send_error(protocol, 400, &message, resp).await;
+            }
+        };
+        let answer = Answer::build(&scenario, &ask, self.settings.stream_chunks);
+        if !stream {
+            return resp
+                .send_json_with(200, &[], |out| match protocol {
+                    Protocol::OpenAi => openai::render_json(out, model, &answer),
+                    Protocol::Anthropic => anthropic::render_json(out, model, &answer),
+                    Protocol::Gemini(_) => gemini::render_json(out, model, &answer),
+                })
+                .await;
         }
-    }
+        let events = match protocol {
+            Protocol::OpenAi => openai::render_stream(model, &answer, ask.include_usage),
+            Protocol::Anthropic => anthropic::render_stream(model, &answer),
+            Protocol::Gemini(framing) => gemini::render_stream(model, &answer, framing),
+        };
+        let cut_short = scenario.stream_error || scenario.stream_truncate;
+        let events = if cut_short { events.cut() } else { events.0 };
 
-    async fn stream_answer<S: AsyncWrite + Unpin>(
-        &self,
-        model: &str,
-        resp: &mut Responder<'_, S>,
-    ) -> io::Result<()> {
         resp.begin(200);
-        resp.header(b"content-type", b"text/event-stream");
+        let content_type: &[u8] = match protocol {
+            Protocol::Gemini(gemini::Framing::Array) => b"application/json",
+            _ => b"text/event-stream",
+        };
+        resp.header(b"content-type", content_type);
         resp.header(b"cache-control", b"no-cache");
         resp.end_head(BodyFraming::Chunked);
-        let mut event = Vec::with_capacity(512);
-        render_chunk(&mut event, model, Some("assistant"), "", None);
-        resp.push_body(&event);
-        resp.flush().await?;
-        for i in 0..self.settings.stream_chunks {
-            if !self.settings.chunk_interval.is_zero() {
+        for ev in &events {
+            let content = matches!(ev.kind, Kind::Content | Kind::LastContent);
+            if content && !self.settings.chunk_interval.is_zero() {
+                resp.flush().await?;
                 crate::runtime::sleep(self.settings.chunk_interval).await;
             }
-            event.clear();
-            let word = WORDS[i % WORDS.len()];
-            render_chunk(&mut event, model, None, word, None);
-            resp.push_body(&event);
-            resp.flush().await?;
+            resp.push_body(&ev.bytes);
+            // Head events go out with the first content event, in one write.
+            if content {
+                resp.flush().await?;
+            }
         }
-        event.clear();
-        render_chunk(&mut event, model, None, "", Some("stop"));
-        event.extend_from_slice(b"data: [DONE]\n\n");
-        resp.push_body(&event);
+        if scenario.stream_error {
+            let mut error = Vec::with_capacity(192);
+            match protocol {
+                Protocol::OpenAi => openai::render_stream_error(&mut error),
+                Protocol::Anthropic => anthropic::render_stream_error(&mut error),
+                Protocol::Gemini(framing) => {
+                    gemini::render_stream_error(&mut error, framing, events.is_empty())
+                }
+            }
+            resp.push_body(&error);
+        } else if scenario.stream_truncate {
+            // Without the last chunk the client sees the body cut off.
+            resp.flush().await?;
+            resp.close_after();
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "mock-stream-truncate",
+            ));
+        }
         resp.finish().await
     }
+
+    async fn stats_body<S: AsyncWrite + Unpin>(
+        &self,
+        resp: &mut Responder<'_, S>,
+    ) -> io::Result<()> {
+        let s = &self.stats;
+        let body = format!(
+            "{{\"requests\":{},\"chat_requests\":{},\"openai_requests\":{},\"anthropic_requests\":{},\"gemini_requests\":{}}}",
+            s.requests.load(Ordering::Relaxed),
+            s.chat_requests.load(Ordering::Relaxed),
+            s.openai_requests.load(Ordering::Relaxed),
+            s.anthropic_requests.load(Ordering::Relaxed),
+            s.gemini_requests.load(Ordering::Relaxed),
+        );
+        resp.send(200, b"application/json", &[], body.as_bytes())
+            .await
+    }
 }
 
-const WORDS: &[&str] = &[
-    "Hello",
-    " from",
-    " the",
-    " shardgate",
-    " mock",
-    " provider",
-    ".",
-    " ",
-];
-const ANSWER: &str = "Hello from the shardgate mock provider.";
-
-fn render_completion(out: &mut Vec<u8>, model: &str) {
-    out.extend_from_slice(b"{\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion\",\"created\":1700000000,\"model\":");
-    write_string(out, model);
-    out.extend_from_slice(
-        b",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":",
-    );
-    write_string(out, ANSWER);
-    out.extend_from_slice(
-        b"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":8,\"total_tokens\":18}}",
-    );
+/// Reads the request in full when the answer depends on more than the
+/// model and `stream`: a cheap substring check keeps the default scenario
+/// from parsing anything.
+fn inspect(protocol: Protocol, body: &[u8], stream: bool) -> Result<Ask, String> {
+    let has = |needle: &[u8]| memmem::find(body, needle).is_some();
+    match protocol {
+        Protocol::OpenAi
+            if has(b"\"tools\"") || has(b"\"tool\"") || (stream && has(b"\"include_usage\"")) =>
+        {
+            openai::inspect(body, stream)
+        }
+        Protocol::Anthropic if has(b"\"tools\"") || has(b"\"tool_result\"") => {
+            anthropic::inspect(body, stream)
+        }
+        Protocol::Gemini(_) if has(b"\"functionDeclarations\"") || has(b"\"functionResponse\"") => {
+            gemini::inspect(body, stream)
+        }
+        _ => Ok(Ask::plain(stream, body.len())),
+    }
 }
 
-fn render_chunk(
-    out: &mut Vec<u8>,
-    model: &str,
-    role: Option<&str>,
-    content: &str,
-    finish: Option<&str>,
-) {
-    out.extend_from_slice(b"data: {\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":");
-    write_string(out, model);
-    out.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":{");
-    if let Some(role) = role {
-        out.extend_from_slice(b"\"role\":");
-        write_string(out, role);
-        out.push(b',');
+/// The message of a `mock-error-<status>` answer.
+fn error_message(protocol: Protocol, status: u16) -> &'static str {
+    match (protocol, status) {
+        (_, 400) => "mock provider: invalid request",
+        (_, 401) => "mock provider: invalid API key",
+        (_, 429) => "mock provider: rate limited",
+        (Protocol::Anthropic, 529) => "Overloaded",
+        (_, 529) => "mock provider: overloaded",
+        _ => "mock provider: internal error",
     }
-    if finish.is_none() {
-        out.extend_from_slice(b"\"content\":");
-        write_string(out, content);
-    } else if out.last() == Some(&b',') {
-        out.pop();
-    }
-    out.extend_from_slice(b"},\"finish_reason\":");
-    match finish {
-        Some(reason) => write_string(out, reason),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b"}]}\n\n");
 }
+
+/// Sends an error in `protocol`'s shape (429s with `retry-after: 1`).
+async fn send_error<S: AsyncWrite + Unpin>(
+    protocol: Protocol,
+    status: u16,
+    message: &str,
+    resp: &mut Responder<'_, S>,
+) -> io::Result<()> {
+    let retry: &[(&[u8], &[u8])] = if status == 429 {
+        &[(b"retry-after", b"1")]
+    } else {
+        &[]
+    };
+    resp.send_json_with(status, retry, |out| match protocol {
+        Protocol::OpenAi => openai::render_error(out, status, message),
+        Protocol::Anthropic => anthropic::render_error(out, status, message),
+        Protocol::Gemini(_) => gemini::render_error(out, status, message),
+    })
+    .await
+}
+
+/// Splits a Gemini model path (`/v1beta/models/{model}:{method}`) into
+/// model and method.
+fn gemini_target(path: &[u8]) -> Option<(&str, &str)> {
+    let rest = path
+        .strip_prefix(b"/v1beta/models/")
+        .or_else(|| path.strip_prefix(b"/v1/models/"))?;
+    let rest = std::str::from_utf8(rest).ok()?;
+    rest.rsplit_once(':')
+}
+
+const OPENAI_MODELS: &[u8] = b"{\"object\":\"list\",\"data\":[{\"id\":\"mock-model\",\"object\":\"model\",\"created\":0,\"owned_by\":\"mock\"}]}";
+const ANTHROPIC_MODELS: &[u8] = b"{\"data\":[{\"type\":\"model\",\"id\":\"mock-model\",\"display_name\":\"Mock Model\",\"created_at\":\"2024-01-01T00:00:00Z\"}],\"has_more\":false,\"first_id\":\"mock-model\",\"last_id\":\"mock-model\"}";
 
 impl Service for MockProvider {
     async fn call<S: AsyncWrite + Unpin>(
@@ -239,29 +449,39 @@ impl Service for MockProvider {
         resp: &mut Responder<'_, S>,
     ) -> io::Result<()> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        match (req.head.method, req.path()) {
-            (Method::Post, b"/v1/chat/completions" | b"/chat/completions") => self.chat(&req, resp).await,
+        let path = req.path();
+        match (req.head.method, path) {
+            (Method::Post, b"/v1/chat/completions" | b"/chat/completions") => {
+                self.chat(Protocol::OpenAi, &req, resp).await
+            }
+            (Method::Post, b"/v1/messages") => self.chat(Protocol::Anthropic, &req, resp).await,
+            (Method::Post, b"/v1/messages/count_tokens") => {
+                self.received(Protocol::Anthropic, false, &req);
+                let tokens = input_tokens(req.body.len());
+                resp.send_json_with(200, &[], |out| anthropic::render_count(out, tokens))
+                    .await
+            }
             (Method::Get, b"/v1/models" | b"/models") => {
-                resp.send(
-                    200,
-                    b"application/json",
-                    &[],
-                    b"{\"object\":\"list\",\"data\":[{\"id\":\"mock-model\",\"object\":\"model\",\"created\":0,\"owned_by\":\"mock\"}]}",
-                )
-                .await
+                let list = if req.header("anthropic-version").is_some() {
+                    ANTHROPIC_MODELS
+                } else {
+                    OPENAI_MODELS
+                };
+                resp.send(200, b"application/json", &[], list).await
             }
-            (Method::Get, b"/mock/stats") => {
-                let body = format!(
-                    "{{\"requests\":{},\"chat_requests\":{}}}",
-                    self.stats.requests.load(Ordering::Relaxed),
-                    self.stats.chat_requests.load(Ordering::Relaxed)
-                );
-                resp.send(200, b"application/json", &[], body.as_bytes()).await
+            (Method::Get, b"/v1beta/models") => {
+                resp.send(200, b"application/json", &[], gemini::MODEL_LIST)
+                    .await
             }
+            (Method::Get, b"/mock/stats") => self.stats_body(resp).await,
             (Method::Get, b"/mock/last-request") => {
                 let last = self.stats.last_request.lock().unwrap().clone();
                 let body = last.unwrap_or_else(|| b"null".to_vec());
                 resp.send(200, b"application/json", &[], &body).await
+            }
+            (Method::Post, _) if gemini_target(path).is_some() => {
+                let (model, method) = gemini_target(path).unwrap_or_default();
+                self.gemini(model, method, &req, resp).await
             }
             _ => {
                 let err = GatewayError::new(404, "not_found", "mock provider: unknown path");
@@ -338,22 +558,65 @@ mod tests {
     use super::*;
 
     #[test]
-    fn canned_bodies_are_valid_json() {
-        let mut out = Vec::new();
-        render_completion(&mut out, "m\"x");
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["model"], "m\"x");
-        for (role, content, finish) in [
-            (Some("assistant"), "", None),
-            (None, "hi", None),
-            (None, "", Some("stop")),
-        ] {
-            let mut ev = Vec::new();
-            render_chunk(&mut ev, "m", role, content, finish);
-            let text = std::str::from_utf8(&ev).unwrap();
-            let json = text.strip_prefix("data: ").unwrap().trim_end();
-            let v: serde_json::Value = serde_json::from_str(json).unwrap();
-            assert_eq!(v["object"], "chat.completion.chunk");
+    fn gemini_paths_name_model_and_method() {
+        assert_eq!(
+            gemini_target(b"/v1beta/models/gemini-2.0-flash:streamGenerateContent"),
+            Some(("gemini-2.0-flash", "streamGenerateContent"))
+        );
+        assert_eq!(
+            gemini_target(b"/v1/models/m:countTokens"),
+            Some(("m", "countTokens"))
+        );
+        assert_eq!(gemini_target(b"/v1beta/models"), None);
+        assert_eq!(gemini_target(b"/v1beta/models/no-method"), None);
+    }
+
+    #[test]
+    fn only_requests_that_need_it_are_parsed() {
+        // Not JSON at all, but nothing in it asks for a parse.
+        let plain = b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}] broken";
+        assert_eq!(
+            inspect(Protocol::OpenAi, plain, false),
+            Ok(Ask::plain(false, plain.len()))
+        );
+        let tools = b"{\"tools\":[] broken";
+        assert!(inspect(Protocol::OpenAi, tools, false).is_err());
+        assert!(inspect(Protocol::Anthropic, tools, false).is_err());
+        let usage = b"{\"stream_options\":{\"include_usage\":true}}";
+        assert!(
+            inspect(Protocol::OpenAi, usage, true)
+                .unwrap()
+                .include_usage
+        );
+        assert!(
+            !inspect(Protocol::OpenAi, usage, false)
+                .unwrap()
+                .include_usage
+        );
+    }
+
+    #[test]
+    fn every_error_body_is_json_in_its_protocol_shape() {
+        for status in [400, 401, 429, 500, 529] {
+            let mut out = Vec::new();
+            openai::render_error(&mut out, status, error_message(Protocol::OpenAi, status));
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert!(v["error"]["message"].is_string() && v["error"]["type"].is_string());
+            out.clear();
+            anthropic::render_error(&mut out, status, "m");
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v["type"], "error");
+            assert!(v["error"]["type"].as_str().unwrap().ends_with("error"));
+            out.clear();
+            gemini::render_error(&mut out, status, "m");
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v["error"]["code"], status);
         }
+        let mut out = Vec::new();
+        openai::render_stream_error(&mut out);
+        anthropic::render_stream_error(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("data: {\"error\":"));
+        assert!(text.contains("\n\nevent: error\ndata: {\"type\":\"error\""));
     }
 }

@@ -10,4 +10,10 @@
 pub mod fast_path;
 pub mod ir;
 pub mod json;
+pub mod translate;
 pub mod usage;
+
+pub mod anthropic;
+pub mod gemini;
+pub mod openai_chat;
+pub mod openai_responses;

@@ -32,6 +32,58 @@ pub fn scan_openai_usage(bytes: &[u8], usage: &mut Usage) {
     }
 }
 
+/// Looks for Anthropic's usage fields. `message_start` carries the input
+/// count and `message_delta` the final output count, so scanning every
+/// piece in order leaves the final numbers. The input is reported as the
+/// whole prompt (cache reads included), the way OpenAI counts it.
+pub fn scan_anthropic_usage(bytes: &[u8], usage: &mut Usage) {
+    if memmem::find(bytes, b"_tokens\"").is_none() {
+        return;
+    }
+    if let Some(n) = number_after(bytes, b"\"input_tokens\"") {
+        let cached = number_after(bytes, b"\"cache_read_input_tokens\"");
+        let created = number_after(bytes, b"\"cache_creation_input_tokens\"").unwrap_or(0);
+        usage.input = Some(
+            n.saturating_add(cached.unwrap_or(0))
+                .saturating_add(created),
+        );
+        if cached.is_some() {
+            usage.cached = cached;
+        }
+    }
+    if let Some(n) = number_after(bytes, b"\"output_tokens\"") {
+        usage.output = Some(n);
+    }
+}
+
+/// Looks for Gemini's `usageMetadata` counts (cumulative in a stream, so
+/// the last piece's numbers win). Thoughts count as output.
+pub fn scan_gemini_usage(bytes: &[u8], usage: &mut Usage) {
+    if memmem::find(bytes, b"TokenCount\"").is_none() {
+        return;
+    }
+    if let Some(n) = number_after(bytes, b"\"promptTokenCount\"") {
+        usage.input = Some(n);
+    }
+    let thoughts = number_after(bytes, b"\"thoughtsTokenCount\"").unwrap_or(0);
+    if let Some(n) = number_after(bytes, b"\"candidatesTokenCount\"") {
+        usage.output = Some(n.saturating_add(thoughts));
+    }
+    if let Some(n) = number_after(bytes, b"\"cachedContentTokenCount\"") {
+        usage.cached = Some(n);
+    }
+}
+
+/// The usage scanner for bodies written in `dialect`.
+pub fn scanner_for(dialect: super::ir::Dialect) -> fn(&[u8], &mut Usage) {
+    use super::ir::Dialect;
+    match dialect {
+        Dialect::OpenAiChat | Dialect::OpenAiResponses => scan_openai_usage,
+        Dialect::Anthropic => scan_anthropic_usage,
+        Dialect::Gemini => scan_gemini_usage,
+    }
+}
+
 /// The unsigned integer following `key` and a colon (JSON whitespace
 /// allowed), if there is one.
 fn number_after(bytes: &[u8], key: &[u8]) -> Option<u32> {
@@ -64,6 +116,42 @@ mod tests {
                 input: Some(10),
                 output: Some(8),
                 cached: Some(4)
+            }
+        );
+    }
+
+    #[test]
+    fn finds_anthropic_and_gemini_usage() {
+        let mut u = Usage::default();
+        scan_anthropic_usage(
+            br#"event: message_start
+data: {"message":{"usage":{"input_tokens":12,"cache_read_input_tokens":5,"output_tokens":1}}}"#,
+            &mut u,
+        );
+        scan_anthropic_usage(
+            br#"data: {"type":"message_delta","usage":{"output_tokens":30}}"#,
+            &mut u,
+        );
+        assert_eq!(
+            u,
+            Usage {
+                input: Some(17),
+                output: Some(30),
+                cached: Some(5)
+            }
+        );
+
+        let mut u = Usage::default();
+        scan_gemini_usage(
+            br#"{"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"thoughtsTokenCount":2,"totalTokenCount":15}}"#,
+            &mut u,
+        );
+        assert_eq!(
+            u,
+            Usage {
+                input: Some(9),
+                output: Some(6),
+                cached: None
             }
         );
     }

@@ -90,7 +90,7 @@ pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 /// Decodes `%XX` escapes (a `+` stays a `+`: keys never hold spaces, and a
 /// key with a literal `+` must still match). A malformed escape is kept
 /// as it is, so it simply fails to match.
-fn percent_decode(v: &[u8]) -> Cow<'_, [u8]> {
+pub(crate) fn percent_decode(v: &[u8]) -> Cow<'_, [u8]> {
     if !v.contains(&b'%') {
         return Cow::Borrowed(v);
     }

@@ -13,7 +13,9 @@ use super::exchange::ErrorClass;
 use super::responder::{BodyFraming, Responder};
 use crate::http::{listed_in_connection, ResponseFraming};
 use crate::metrics::InflightGuard;
-use crate::protocol::usage::scan_openai_usage;
+use crate::protocol::ir::{Dialect, ErrorInfo};
+use crate::protocol::translate::write_stream_error;
+use crate::protocol::usage::Usage;
 use crate::upstream::{BodyChunk, Pool, UpstreamResponse};
 
 /// Response headers that describe the upstream connection, not the
@@ -38,16 +40,24 @@ enum Relay {
     Rechunk,
     /// Decoded payload written bare (chunked upstream, HTTP/1.0 client).
     Decoded,
+    /// Decoded payload re-framed as the gateway's own chunks: used for
+    /// event streams, so that if the upstream fails mid-stream the gateway
+    /// can still end the body with the protocol's error event.
+    Reframe,
 }
 
 /// Relays `upstream`'s head and body to the client, then returns the
 /// connection to `pool` if the body ended cleanly and it may be reused.
+/// `scan_usage` finds the token counts in the body as it passes (the
+/// scanner for the provider's protocol).
 pub async fn forward_response<S: AsyncWrite + Unpin>(
     mut upstream: UpstreamResponse,
     pool: &Pool,
     idle_timeout: Duration,
     resp: &mut Responder<'_, S>,
     tracked: Option<&InflightGuard<'_>>,
+    scan_usage: fn(&[u8], &mut Usage),
+    client: Dialect,
 ) -> io::Result<()> {
     resp.begin(upstream.head.status);
     let headers = &upstream.head.headers;
@@ -77,8 +87,13 @@ pub async fn forward_response<S: AsyncWrite + Unpin>(
         ResponseFraming::Length(n) => BodyFraming::Length(n),
         ResponseFraming::Chunked | ResponseFraming::UntilClose => BodyFraming::Chunked,
     };
+    let event_stream = upstream
+        .head
+        .header(raw, "content-type")
+        .is_some_and(|v| v.starts_with(b"text/event-stream"));
     let framing = resp.end_head(wanted);
     let relay = match (upstream.head.framing, framing) {
+        (_, BodyFraming::Chunked) if event_stream => Relay::Reframe,
         (ResponseFraming::Chunked, BodyFraming::Chunked) => Relay::AsIs,
         (ResponseFraming::Chunked, _) => Relay::Decoded,
         (ResponseFraming::UntilClose, BodyFraming::Chunked) => Relay::Rechunk,
@@ -92,7 +107,7 @@ pub async fn forward_response<S: AsyncWrite + Unpin>(
         let mut capture = resp.exchange().capture.as_mut();
         let chunk = body
             .next(&mut upstream.conn, idle_timeout, |data| {
-                if relay == Relay::Decoded {
+                if matches!(relay, Relay::Decoded | Relay::Reframe) {
                     decoded.extend_from_slice(data);
                 }
                 if let Some(c) = capture.as_mut() {
@@ -101,7 +116,7 @@ pub async fn forward_response<S: AsyncWrite + Unpin>(
             })
             .await;
         if let Ok(BodyChunk::Raw(raw)) = &chunk {
-            scan_openai_usage(raw, &mut resp.exchange().usage);
+            scan_usage(raw, &mut resp.exchange().usage);
             if let Some(t) = tracked {
                 t.add_bytes(raw.len() as u64);
             }
@@ -114,6 +129,12 @@ pub async fn forward_response<S: AsyncWrite + Unpin>(
                     resp.flush().await?;
                 }
                 Relay::Decoded => resp.write_raw(&decoded).await?,
+                Relay::Reframe => {
+                    if !decoded.is_empty() {
+                        resp.push_body(&decoded);
+                        resp.flush().await?;
+                    }
+                }
             },
             Ok(BodyChunk::End) => break,
             Err(e) => {
@@ -121,6 +142,16 @@ pub async fn forward_response<S: AsyncWrite + Unpin>(
                     crate::upstream::UpstreamError::BodyIdleTimeout => ErrorClass::UpstreamTimeout,
                     _ => ErrorClass::UpstreamProtocol,
                 };
+                if relay == Relay::Reframe {
+                    // A blank line first ends any event the upstream left
+                    // half-sent, so the error event stands on its own.
+                    let mut event = b"\n\n".to_vec();
+                    let err =
+                        ErrorInfo::new(e.status(), format!("the provider failed mid-answer: {e}"));
+                    write_stream_error(client, &err, &mut event);
+                    resp.push_body(&event);
+                    return resp.finish().await;
+                }
                 // The head is already out: all that is left is to end the
                 // connection, so the client sees a truncated body rather
                 // than a complete-looking one.
@@ -130,7 +161,7 @@ pub async fn forward_response<S: AsyncWrite + Unpin>(
             }
         }
     }
-    if relay == Relay::Rechunk {
+    if matches!(relay, Relay::Rechunk | Relay::Reframe) {
         resp.finish().await?;
     } else {
         resp.flush().await?;

@@ -9,17 +9,22 @@ use std::time::Duration;
 
 use futures_lite::AsyncWrite;
 
-use super::auth::{bearer_token, AuthOutcome, Authenticator};
+use super::auth::{bearer_token, percent_decode, AuthOutcome, Authenticator};
 use super::conn::{Request, Service};
 use super::errors::GatewayError;
 use super::forward::forward_response;
+use super::provider::{Operation, ProviderRoute, ANTHROPIC_VERSION};
 use super::shard::ShardState;
-use crate::config::{Config, Provider, ProviderProtocol};
+use super::translated::{relay_translated, send_error as send_translated_error, Translation};
+use crate::config::Config;
 use crate::http::{listed_in_connection, write, Method};
 use crate::metrics::{InflightEntry, Route};
 use crate::protocol::fast_path::{extract_routing_fields, rewrite_model, FieldError};
+use crate::protocol::ir::{Dialect, EncodeOptions, ErrorInfo, ErrorKind, TranslateError};
 use crate::protocol::json::write_string;
-use crate::upstream::{exchange, Pool, PoolKey, UpstreamError, UpstreamRequest};
+use crate::protocol::usage::scanner_for;
+use crate::protocol::{json, translate};
+use crate::upstream::{exchange, Pool, UpstreamError, UpstreamRequest};
 use std::borrow::Cow;
 use std::time::Instant;
 use subtle::ConstantTimeEq;
@@ -33,50 +38,6 @@ const POOL_SWEEP: Duration = Duration::from_secs(5);
 /// Idle upstream connections kept per upstream and shard.
 pub const MAX_IDLE_PER_UPSTREAM: usize = 1024;
 
-/// A provider as one shard uses it: its pool key and the pre-rendered
-/// static part of every request head sent to it.
-struct ProviderRoute {
-    key: PoolKey,
-    protocol: ProviderProtocol,
-    /// `POST {prefix}/chat/completions HTTP/1.1`, host and credentials.
-    chat_head: Vec<u8>,
-}
-
-impl ProviderRoute {
-    fn new(provider: &Provider) -> Self {
-        let url = &provider.base_url;
-        let mut head = Vec::with_capacity(256);
-        head.extend_from_slice(b"POST ");
-        head.extend_from_slice(url.path_prefix.as_bytes());
-        head.extend_from_slice(b"/chat/completions HTTP/1.1\r\n");
-        let default_port = match url.scheme {
-            crate::config::Scheme::Http => 80,
-            crate::config::Scheme::Https => 443,
-        };
-        let host = if url.host.contains(':') {
-            format!("[{}]", url.host)
-        } else {
-            url.host.clone()
-        };
-        let host = if url.port == default_port {
-            host
-        } else {
-            format!("{host}:{}", url.port)
-        };
-        write::header(&mut head, b"host", host.as_bytes());
-        if let Some(key) = &provider.api_key {
-            let mut value = b"Bearer ".to_vec();
-            value.extend_from_slice(key.expose().as_bytes());
-            write::header(&mut head, b"authorization", &value);
-        }
-        ProviderRoute {
-            key: PoolKey::for_url(url),
-            protocol: provider.protocol,
-            chat_head: head,
-        }
-    }
-}
-
 /// The gateway as one shard runs it.
 pub struct Gateway {
     config: Arc<Config>,
@@ -84,8 +45,10 @@ pub struct Gateway {
     auth: Authenticator,
     providers: Vec<ProviderRoute>,
     pool: Rc<Pool>,
-    /// The `GET /v1/models` body, rendered once.
-    models_body: Vec<u8>,
+    /// The model list bodies, rendered once.
+    models: ModelLists,
+    /// simd-json's scratch space for translations on this shard.
+    buffers: RefCell<simd_json::Buffers>,
     /// Spare buffers for request bodies and heads; taken and returned
     /// around each request so no borrow is held across an await.
     spare: RefCell<Vec<Vec<u8>>>,
@@ -128,7 +91,8 @@ impl Gateway {
         Gateway {
             auth: Authenticator::new(&config.client_keys),
             providers: config.providers.iter().map(ProviderRoute::new).collect(),
-            models_body: render_models(&config),
+            models: render_models(&config),
+            buffers: RefCell::new(simd_json::Buffers::default()),
             provider_names: config
                 .providers
                 .iter()
@@ -153,25 +117,41 @@ impl Gateway {
         }
     }
 
-    async fn chat_completions<S: AsyncWrite + Unpin>(
+    /// Answers a model request (generate or count tokens) that came in on
+    /// `call.dialect`'s endpoint: route the model, then forward as is to a
+    /// provider of the same protocol or translate for another.
+    async fn model_call<S: AsyncWrite + Unpin>(
         &self,
+        call: ModelCall,
         req: &Request<'_>,
         resp: &mut super::responder::Responder<'_, S>,
     ) -> io::Result<()> {
+        let dialect = call.dialect;
         let mut scratch = self.take_buf();
-        let fields = extract_routing_fields(req.body, &mut scratch);
-        let fields = match fields {
-            Ok(f) => f,
-            Err(e) => {
-                self.give_buf(scratch);
-                return resp.send_error(&field_error(e)).await;
-            }
+        let (model, stream, model_token) = match &call.path_model {
+            Some(m) => (
+                m.clone(),
+                call.op == Operation::Generate { stream: true },
+                None,
+            ),
+            None => match extract_routing_fields(req.body, &mut scratch) {
+                Ok(f) => (
+                    f.model,
+                    f.stream && call.op != Operation::CountTokens,
+                    Some(f.model_token),
+                ),
+                Err(e) => {
+                    self.give_buf(scratch);
+                    return self.reject(resp, dialect, &field_error(e)).await;
+                }
+            },
         };
+        self.give_buf(scratch);
         let body_cap = self.telemetry.body_cap();
         {
             let ex = resp.exchange();
-            ex.model_requested = ModelName::new(&fields.model);
-            ex.stream = fields.stream;
+            ex.model_requested = ModelName::new(&model);
+            ex.stream = stream;
             if let Some(cap) = body_cap {
                 ex.capture = Some(BodyCapture {
                     cap,
@@ -180,38 +160,26 @@ impl Gateway {
                 });
             }
         }
-        let (provider_index, upstream_model) = match self.config.route(&fields.model) {
+        let (provider_index, upstream_model) = match self.config.route(&model) {
             Some(route) => (route.provider, route.upstream_model.as_deref()),
             None => match self.config.default_provider {
                 Some(p) => (p, None),
                 None => {
-                    self.give_buf(scratch);
                     let err = GatewayError::new(
                         404,
                         "model_not_found",
-                        format!("the model `{}` is not served by this gateway", fields.model),
+                        format!("the model `{model}` is not served by this gateway"),
                     );
-                    return resp.send_error(&err).await;
+                    return self.reject(resp, dialect, &err).await;
                 }
             },
         };
+        let upstream_name = upstream_model.unwrap_or(&model);
         let provider = &self.providers[provider_index];
         {
             let ex = resp.exchange();
             ex.provider = Some(provider_index as u16);
-            ex.model_served = ModelName::new(upstream_model.unwrap_or(&fields.model));
-        }
-        if provider.protocol != ProviderProtocol::OpenAi {
-            self.give_buf(scratch);
-            return resp.send_error(&GatewayError::new(
-                    501,
-                    "translation_not_supported",
-                    format!(
-                        "the model `{}` maps to a provider that needs protocol translation, which this version does not do",
-                        fields.model
-                    ),
-                ))
-                .await;
+            ex.model_served = ModelName::new(upstream_name);
         }
         let ex = resp.exchange();
         let tracked = self.telemetry.shared.tracker.begin(
@@ -220,35 +188,92 @@ impl Gateway {
                 shard: self.shard.id as u16,
                 started: ex.started,
                 started_unix_us: ex.started_unix_us,
-                client_protocol: "openai",
-                model: fields.model.clone(),
+                client_protocol: dialect.name(),
+                model: model.clone(),
                 provider: None,
                 credential: None,
             }
             .with_provider(self.provider_names[provider_index].clone()),
         );
 
-        let mut rewritten = self.take_buf();
-        let body: &[u8] = match upstream_model {
-            Some(name) => {
-                rewrite_model(req.body, fields.model_token.clone(), name, &mut rewritten);
-                &rewritten
-            }
-            None => req.body,
-        };
+        // Same protocol on both sides: the body goes through untouched but
+        // for the model name.
+        let same_protocol = provider.dialect == dialect
+            && (call.op != Operation::CountTokens || dialect != Dialect::OpenAiChat);
+        if call.op == Operation::CountTokens && !same_protocol {
+            return self.estimate_tokens(dialect, req, resp).await;
+        }
+
+        let mut upstream_body = self.take_buf();
         let mut head = self.take_buf();
-        head.extend_from_slice(&provider.chat_head);
-        forward_request_headers(req, &mut head);
-        write::content_length(&mut head, body.len() as u64);
+        let mut translation = None;
+        if same_protocol {
+            if let (Some(name), Some(token)) = (upstream_model, &model_token) {
+                rewrite_model(req.body, token.clone(), name, &mut upstream_body);
+            } else {
+                upstream_body.extend_from_slice(req.body);
+            }
+            if dialect == Dialect::OpenAiChat {
+                head.extend_from_slice(&provider.chat_head);
+            } else {
+                // A Gemini client asking for a stream without `alt=sse`
+                // gets the JSON-array stream, straight from the provider.
+                let query: Option<&[u8]> = call.gemini_json_array.then_some(b"");
+                provider.write_head(call.op, upstream_name, query, &mut head);
+            }
+            forward_request_headers(req, &mut head);
+            if dialect == Dialect::Anthropic && req.header("anthropic-version").is_none() {
+                write::header(&mut head, b"anthropic-version", ANTHROPIC_VERSION);
+            }
+        } else {
+            let decoded = self.translate_request(
+                dialect,
+                provider.dialect,
+                req.body,
+                upstream_name,
+                stream,
+                &mut upstream_body,
+            );
+            let (stream, include_usage) = match decoded {
+                Ok(v) => v,
+                Err(e) => {
+                    self.give_buf(upstream_body);
+                    self.give_buf(head);
+                    let err = ErrorInfo {
+                        status: 400,
+                        kind: ErrorKind::InvalidRequest,
+                        message: format!("invalid request: {e}"),
+                    };
+                    return send_translated_error(resp, dialect, &err).await;
+                }
+            };
+            resp.exchange().stream = stream;
+            provider.write_head(
+                Operation::Generate { stream },
+                upstream_name,
+                None,
+                &mut head,
+            );
+            write::header(&mut head, b"content-type", b"application/json");
+            if provider.dialect == Dialect::Anthropic {
+                write::header(&mut head, b"anthropic-version", ANTHROPIC_VERSION);
+            }
+            if let Some(ua) = req.header("user-agent") {
+                write::header(&mut head, b"user-agent", ua);
+            }
+            translation = Some((stream, include_usage));
+        }
+        write::content_length(&mut head, upstream_body.len() as u64);
         head.extend_from_slice(b"\r\n");
 
         let upstream_req = UpstreamRequest {
             method: Method::Post,
             head: &head,
-            body,
+            body: &upstream_body,
         };
         let timeouts = &self.config.timeouts;
         let upstream_started = Instant::now();
+        let mut scratch = self.take_buf();
         let result = exchange(
             &self.pool,
             &provider.key,
@@ -258,24 +283,154 @@ impl Gateway {
         )
         .await;
         self.give_buf(head);
-        self.give_buf(rewritten);
+        self.give_buf(upstream_body);
         self.give_buf(scratch);
-        match result {
-            Ok(upstream) => {
-                let ex = resp.exchange();
-                ex.upstream_latency_us = Some(upstream_started.elapsed().as_micros() as u64);
-                ex.upstream_status = Some(upstream.head.status);
-                if upstream.head.status >= 400 {
-                    ex.error = ErrorClass::UpstreamStatus;
-                }
-                let idle = timeouts.upstream_body_idle;
-                forward_response(upstream, &self.pool, idle, resp, tracked.as_ref()).await
+        let upstream = match result {
+            Ok(upstream) => upstream,
+            Err(e) => {
+                resp.exchange().error = upstream_error_class(&e);
+                let err = GatewayError::new(e.status(), e.code(), e.to_string());
+                return self.reject(resp, dialect, &err).await;
+            }
+        };
+        {
+            let ex = resp.exchange();
+            ex.upstream_latency_us = Some(upstream_started.elapsed().as_micros() as u64);
+            ex.upstream_status = Some(upstream.head.status);
+            if upstream.head.status >= 400 {
+                ex.error = ErrorClass::UpstreamStatus;
+            }
+        }
+        let idle = timeouts.upstream_body_idle;
+        match translation {
+            None => {
+                let scan = scanner_for(provider.dialect);
+                forward_response(
+                    upstream,
+                    &self.pool,
+                    idle,
+                    resp,
+                    tracked.as_ref(),
+                    scan,
+                    dialect,
+                )
+                .await
+            }
+            Some((stream, include_usage)) => {
+                let t = Translation {
+                    client: dialect,
+                    provider: provider.dialect,
+                    client_model: &model,
+                    stream,
+                    opts: EncodeOptions {
+                        created: resp.exchange().started_unix_us / 1_000_000,
+                        include_usage,
+                        json_array: call.gemini_json_array,
+                    },
+                    buffers: &self.buffers,
+                };
+                relay_translated(upstream, &self.pool, idle, resp, tracked.as_ref(), &t).await
+            }
+        }
+    }
+
+    /// Decodes a client body in `client`'s protocol and writes it in
+    /// `provider`'s, naming `upstream_model`. Returns whether the answer is
+    /// streamed and whether an OpenAI client wants the usage chunk.
+    fn translate_request(
+        &self,
+        client: Dialect,
+        provider: Dialect,
+        body: &[u8],
+        upstream_model: &str,
+        stream: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(bool, bool), TranslateError> {
+        let mut work = self.take_buf();
+        work.extend_from_slice(body);
+        let result = (|| {
+            let tape = json::parse(&mut work, &mut self.buffers.borrow_mut())?;
+            let mut ir = translate::decode_request(client, tape.as_value())?;
+            if client == Dialect::Gemini {
+                ir.stream = stream;
+            }
+            ir.model = Cow::Borrowed(upstream_model);
+            translate::encode_request(provider, &ir, out);
+            Ok((ir.stream, ir.include_usage))
+        })();
+        self.give_buf(work);
+        result
+    }
+
+    /// Answers a count-tokens request locally, for a provider that cannot
+    /// count in the client's protocol.
+    async fn estimate_tokens<S: AsyncWrite + Unpin>(
+        &self,
+        dialect: Dialect,
+        req: &Request<'_>,
+        resp: &mut super::responder::Responder<'_, S>,
+    ) -> io::Result<()> {
+        let mut work = self.take_buf();
+        work.extend_from_slice(req.body);
+        let parsed = json::parse(&mut work, &mut self.buffers.borrow_mut())
+            .map(|tape| translate::estimate_tokens(&tape));
+        self.give_buf(work);
+        match parsed {
+            Ok(n) => {
+                resp.send_json_with(200, &[], |out| {
+                    out.extend_from_slice(if dialect == Dialect::Gemini {
+                        b"{\"totalTokens\":"
+                    } else {
+                        b"{\"input_tokens\":"
+                    });
+                    json::write_u64(out, n);
+                    out.push(b'}');
+                })
+                .await
             }
             Err(e) => {
-                let err = GatewayError::new(e.status(), e.code(), e.to_string());
-                resp.exchange().error = upstream_error_class(&e);
-                resp.send_error(&err).await
+                let err = ErrorInfo::new(400, format!("invalid request: {e}"));
+                send_translated_error(resp, dialect, &err).await
             }
+        }
+    }
+
+    /// Sends a gateway error in the client's protocol: OpenAI's shape keeps
+    /// the gateway's own error code, the others get their protocol's kinds.
+    async fn reject<S: AsyncWrite + Unpin>(
+        &self,
+        resp: &mut super::responder::Responder<'_, S>,
+        dialect: Dialect,
+        err: &GatewayError,
+    ) -> io::Result<()> {
+        match dialect {
+            Dialect::OpenAiChat | Dialect::OpenAiResponses => resp.send_error(err).await,
+            _ => {
+                let info = ErrorInfo::new(err.status, err.message.clone());
+                send_translated_error(resp, dialect, &info).await
+            }
+        }
+    }
+}
+
+/// A model request as its endpoint describes it.
+struct ModelCall {
+    dialect: Dialect,
+    op: Operation,
+    /// Gemini names the model in the path; the others in the body.
+    path_model: Option<String>,
+    /// Gemini `:streamGenerateContent` without `?alt=sse`: the answer is a
+    /// JSON array streamed in pieces.
+    gemini_json_array: bool,
+}
+
+impl ModelCall {
+    fn body(dialect: Dialect, op: Operation) -> Self {
+        ModelCall {
+            dialect,
+            op,
+            path_model: None,
+            gemini_json_array: false,
         }
     }
 }
@@ -324,25 +479,64 @@ impl Gateway {
                 }
                 _ => method_not_allowed(resp, b"GET, HEAD").await,
             },
-            b"/v1/models" => match method {
+            b"/v1/models" | b"/v1beta/models" => match method {
                 Method::Get | Method::Head => {
+                    let (dialect, body) = if req.path() == b"/v1beta/models" {
+                        (Dialect::Gemini, &self.models.gemini)
+                    } else if req.header("anthropic-version").is_some() {
+                        (Dialect::Anthropic, &self.models.anthropic)
+                    } else {
+                        (Dialect::OpenAiChat, &self.models.openai)
+                    };
                     if let Some(err) = self.authenticate(&req, resp) {
-                        return resp.send_error(&err).await;
+                        return self.reject(resp, dialect, &err).await;
                     }
-                    resp.send(200, b"application/json", &[], &self.models_body)
-                        .await
+                    resp.send(200, b"application/json", &[], body).await
                 }
                 _ => method_not_allowed(resp, b"GET, HEAD").await,
             },
-            b"/v1/chat/completions" => match method {
-                Method::Post => {
-                    if let Some(err) = self.authenticate(&req, resp) {
-                        return resp.send_error(&err).await;
+            b"/v1/chat/completions"
+            | b"/v1/responses"
+            | b"/v1/messages"
+            | b"/v1/messages/count_tokens" => {
+                let call = match req.path() {
+                    b"/v1/chat/completions" => {
+                        ModelCall::body(Dialect::OpenAiChat, Operation::Generate { stream: false })
                     }
-                    self.chat_completions(&req, resp).await
+                    b"/v1/responses" => ModelCall::body(
+                        Dialect::OpenAiResponses,
+                        Operation::Generate { stream: false },
+                    ),
+                    b"/v1/messages" => {
+                        ModelCall::body(Dialect::Anthropic, Operation::Generate { stream: false })
+                    }
+                    _ => ModelCall::body(Dialect::Anthropic, Operation::CountTokens),
+                };
+                if method != Method::Post {
+                    return method_not_allowed(resp, b"POST").await;
                 }
-                _ => method_not_allowed(resp, b"POST").await,
-            },
+                if let Some(err) = self.authenticate(&req, resp) {
+                    return self.reject(resp, call.dialect, &err).await;
+                }
+                self.model_call(call, &req, resp).await
+            }
+            p if p.starts_with(b"/v1beta/models/") => {
+                let Some(call) = gemini_call(&p[b"/v1beta/models/".len()..], req.query()) else {
+                    let err = GatewayError::new(
+                        404,
+                        "not_found",
+                        "unknown Gemini method: use :generateContent, :streamGenerateContent or :countTokens",
+                    );
+                    return self.reject(resp, Dialect::Gemini, &err).await;
+                };
+                if method != Method::Post {
+                    return method_not_allowed(resp, b"POST").await;
+                }
+                if let Some(err) = self.authenticate(&req, resp) {
+                    return self.reject(resp, Dialect::Gemini, &err).await;
+                }
+                self.model_call(call, &req, resp).await
+            }
             b"/metrics" => match method {
                 Method::Get | Method::Head => {
                     let body = self.telemetry.shared.prometheus();
@@ -443,7 +637,19 @@ const PROMETHEUS_TEXT: &[u8] = b"text/plain; version=0.0.4; charset=utf-8";
 fn route_of(path: &[u8]) -> Route {
     match path {
         b"/v1/chat/completions" => Route::ChatCompletions,
-        b"/v1/models" => Route::Models,
+        b"/v1/responses" => Route::Responses,
+        b"/v1/messages" => Route::Messages,
+        b"/v1/messages/count_tokens" => Route::CountTokens,
+        b"/v1/models" | b"/v1beta/models" => Route::Models,
+        p if p.starts_with(b"/v1beta/models/") => {
+            if p.ends_with(b":streamGenerateContent") {
+                Route::GeminiStream
+            } else if p.ends_with(b":countTokens") {
+                Route::GeminiCountTokens
+            } else {
+                Route::GeminiGenerate
+            }
+        }
         b"/health" => Route::Health,
         b"/ready" => Route::Ready,
         b"/metrics" => Route::Metrics,
@@ -523,18 +729,82 @@ fn forward_request_headers(req: &Request<'_>, out: &mut Vec<u8>) {
     }
 }
 
-fn render_models(config: &Config) -> Vec<u8> {
-    let mut out = b"{\"object\":\"list\",\"data\":[".to_vec();
+/// Parses the rest of a Gemini model path, `{model}:{method}`, and the
+/// query (`alt=sse` picks server-sent events for a stream).
+fn gemini_call(rest: &[u8], query: Option<&[u8]>) -> Option<ModelCall> {
+    let colon = memchr::memrchr(b':', rest)?;
+    let op = match &rest[colon + 1..] {
+        b"generateContent" => Operation::Generate { stream: false },
+        b"streamGenerateContent" => Operation::Generate { stream: true },
+        b"countTokens" => Operation::CountTokens,
+        _ => return None,
+    };
+    let model = percent_decode(&rest[..colon]).into_owned();
+    let model = String::from_utf8(model).ok().filter(|m| !m.is_empty())?;
+    let alt_sse = query.is_some_and(|q| {
+        q.split(|&b| b == b'&')
+            .any(|pair| pair.eq_ignore_ascii_case(b"alt=sse"))
+    });
+    Some(ModelCall {
+        dialect: Dialect::Gemini,
+        op,
+        path_model: Some(model),
+        gemini_json_array: op == (Operation::Generate { stream: true }) && !alt_sse,
+    })
+}
+
+/// The model list, rendered once in each protocol's shape.
+struct ModelLists {
+    openai: Vec<u8>,
+    anthropic: Vec<u8>,
+    gemini: Vec<u8>,
+}
+
+fn render_models(config: &Config) -> ModelLists {
+    let mut openai = b"{\"object\":\"list\",\"data\":[".to_vec();
+    let mut anthropic = b"{\"data\":[".to_vec();
+    let mut gemini = b"{\"models\":[".to_vec();
     for (i, model) in config.models.iter().enumerate() {
         if i > 0 {
-            out.push(b',');
+            openai.push(b',');
+            anthropic.push(b',');
+            gemini.push(b',');
         }
-        out.extend_from_slice(b"{\"id\":");
-        write_string(&mut out, &model.name);
-        out.extend_from_slice(b",\"object\":\"model\",\"created\":0,\"owned_by\":");
-        write_string(&mut out, &config.providers[model.provider].name);
-        out.push(b'}');
+        openai.extend_from_slice(b"{\"id\":");
+        write_string(&mut openai, &model.name);
+        openai.extend_from_slice(b",\"object\":\"model\",\"created\":0,\"owned_by\":");
+        write_string(&mut openai, &config.providers[model.provider].name);
+        openai.push(b'}');
+
+        anthropic.extend_from_slice(b"{\"type\":\"model\",\"id\":");
+        write_string(&mut anthropic, &model.name);
+        anthropic.extend_from_slice(b",\"display_name\":");
+        write_string(&mut anthropic, &model.name);
+        anthropic.extend_from_slice(b",\"created_at\":\"1970-01-01T00:00:00Z\"}");
+
+        gemini.extend_from_slice(b"{\"name\":");
+        write_string(&mut gemini, &format!("models/{}", model.name));
+        gemini.extend_from_slice(b",\"displayName\":");
+        write_string(&mut gemini, &model.name);
+        gemini.extend_from_slice(
+            b",\"supportedGenerationMethods\":[\"generateContent\",\"streamGenerateContent\",\"countTokens\"]}",
+        );
     }
-    out.extend_from_slice(b"]}");
-    out
+    openai.extend_from_slice(b"]}");
+    anthropic.extend_from_slice(b"],\"has_more\":false,\"first_id\":");
+    match (config.models.first(), config.models.last()) {
+        (Some(first), Some(last)) => {
+            write_string(&mut anthropic, &first.name);
+            anthropic.extend_from_slice(b",\"last_id\":");
+            write_string(&mut anthropic, &last.name);
+        }
+        _ => anthropic.extend_from_slice(b"null,\"last_id\":null"),
+    }
+    anthropic.push(b'}');
+    gemini.extend_from_slice(b"]}");
+    ModelLists {
+        openai,
+        anthropic,
+        gemini,
+    }
 }

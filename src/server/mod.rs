@@ -17,10 +17,12 @@ pub mod exchange;
 pub mod forward;
 pub mod gateway;
 pub mod listener;
+pub mod provider;
 pub mod responder;
 pub mod shard;
 pub mod shutdown;
 pub mod telemetry;
+pub mod translated;
 
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};

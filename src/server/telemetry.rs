@@ -275,6 +275,11 @@ impl Telemetry {
             upstream_status: ex.upstream_status,
             client_protocol: match ex.route {
                 Route::ChatCompletions => ClientProtocol::OpenAiChat,
+                Route::Responses => ClientProtocol::OpenAiResponses,
+                Route::Messages | Route::CountTokens => ClientProtocol::Anthropic,
+                Route::GeminiGenerate | Route::GeminiStream | Route::GeminiCountTokens => {
+                    ClientProtocol::Gemini
+                }
                 _ => ClientProtocol::Other,
             },
             method: ex.method,
@@ -298,6 +303,7 @@ fn log_route(route: Route) -> LogRoute {
         Route::CountTokens => LogRoute::CountTokens,
         Route::GeminiGenerate => LogRoute::GenerateContent,
         Route::GeminiStream => LogRoute::StreamGenerateContent,
+        Route::GeminiCountTokens => LogRoute::GeminiCountTokens,
         Route::Models => LogRoute::Models,
         Route::Health | Route::Ready => LogRoute::Health,
         Route::Metrics => LogRoute::Metrics,
