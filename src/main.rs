@@ -68,6 +68,15 @@ enum Command {
         /// Keep the last model request (any protocol) for GET /mock/last-request.
         #[arg(long)]
         record_requests: bool,
+        /// Lifetime of the access tokens POST /oauth/token issues.
+        #[arg(long, default_value_t = 3600)]
+        token_ttl_secs: u64,
+        /// Delay before POST /oauth/token answers.
+        #[arg(long, default_value_t = 0)]
+        oauth_delay_ms: u64,
+        /// Refuse model requests that present no key (401).
+        #[arg(long)]
+        require_key: bool,
     },
 }
 
@@ -85,6 +94,9 @@ fn main() -> ExitCode {
             stream_chunks,
             chunk_interval_ms,
             record_requests,
+            token_ttl_secs,
+            oauth_delay_ms,
+            require_key,
         } => mock_upstream(
             SocketAddr::new(host, port),
             shards,
@@ -93,6 +105,9 @@ fn main() -> ExitCode {
                 stream_chunks,
                 chunk_interval: Duration::from_millis(chunk_interval_ms),
                 record_requests,
+                token_ttl: Duration::from_secs(token_ttl_secs),
+                oauth_delay: Duration::from_millis(oauth_delay_ms),
+                require_key,
             },
         ),
     };

@@ -62,7 +62,10 @@ impl Authenticator {
     }
 }
 
-fn presented_key<'a>(req: &'a Request<'_>) -> Option<Cow<'a, [u8]>> {
+/// The key a request presents: `Authorization` (a bearer token, else the
+/// whole value), `x-api-key`, `x-goog-api-key`, or the `key` query
+/// parameter (percent-decoded).
+pub(crate) fn presented_key<'a>(req: &'a Request<'_>) -> Option<Cow<'a, [u8]>> {
     if let Some(value) = req.header("authorization") {
         let value = trim(value);
         return Some(Cow::Borrowed(bearer_token(value).unwrap_or(value)));
