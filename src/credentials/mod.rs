@@ -7,7 +7,7 @@
 //! the request path. The control plane drives it like this:
 //!
 //! 1. [`Watcher::new`] on the configured paths (before the scan, so nothing
-//!    changed in between is missed), then [`scan`] them: every `*.json` of a
+//!    changed in between is missed), then [`scan()`] them: every `*.json` of a
 //!    configured directory, or a configured file, read in parallel with a
 //!    bounded number of open files, deduplicated by [`Fingerprint`] (a hash
 //!    of the refresh token, the credential's stable, printable id).

@@ -11,7 +11,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
@@ -107,7 +107,7 @@ pub fn persist(cred: &OAuthCredential) -> io::Result<()> {
 }
 
 /// Creates `tmp` (mode 0600, failing if it exists), writes and syncs it.
-fn write_synced(tmp: &PathBuf, bytes: &[u8]) -> io::Result<()> {
+fn write_synced(tmp: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -133,6 +133,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::credentials::file::{parse, OAuthKind};
+    use std::path::PathBuf;
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
