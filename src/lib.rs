@@ -8,6 +8,7 @@
 //! tests and the load scenarios.
 
 pub mod config;
+pub mod credentials;
 pub mod http;
 pub mod log;
 pub mod metrics;
