@@ -6,7 +6,21 @@
 //! [`traits_of_body`], a scan of the raw JSON body for a few keys, so routing
 //! costs no parse: a handful of SIMD substring searches over the body.
 
-use memchr::memmem;
+use std::sync::LazyLock;
+
+use memchr::memmem::{self, Finder};
+
+/// The four needles' searchers, built once: building a `Finder` (picking
+/// rare bytes, setting up the SIMD prefilter) costs more than scanning a
+/// small body, and `memmem::find_iter` would rebuild it on every call.
+static FINDERS: LazyLock<[Finder<'static>; 4]> = LazyLock::new(|| {
+    [
+        Finder::new(b"\"thinking"),
+        Finder::new(b"\"reasoning"),
+        Finder::new(b"\"web_search"),
+        Finder::new(b"\"google"),
+    ]
+});
 
 /// What a rule looks at.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,7 +185,7 @@ fn field<'a>(obj: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
 fn thinking_requested(b: &[u8]) -> bool {
     // `"thinking` finds Anthropic's `"thinking"` and Gemini's
     // `"thinkingConfig"`; `"reasoning` finds both OpenAI spellings.
-    for at in memmem::find_iter(b, b"\"thinking") {
+    for at in FINDERS[0].find_iter(b) {
         let rest = &b[at + 9..];
         if rest.starts_with(b"\"") {
             let Some(v) = value_after_key(b, at + 10) else {
@@ -197,7 +211,7 @@ fn thinking_requested(b: &[u8]) -> bool {
             }
         }
     }
-    for at in memmem::find_iter(b, b"\"reasoning") {
+    for at in FINDERS[1].find_iter(b) {
         let rest = &b[at + 10..];
         if rest.starts_with(b"_effort\"") {
             let Some(v) = value_after_key(b, at + 18) else {
@@ -239,7 +253,7 @@ fn is_zero(v: &[u8]) -> bool {
 }
 
 fn web_search_offered(b: &[u8]) -> bool {
-    for at in memmem::find_iter(b, b"\"web_search") {
+    for at in FINDERS[2].find_iter(b) {
         // A value of "type" or "name": look back over `:` to the key.
         let before = skip_ws_back(b, at);
         if before > 0 && b[before - 1] == b':' {
@@ -254,7 +268,7 @@ fn web_search_offered(b: &[u8]) -> bool {
             return true;
         }
     }
-    for at in memmem::find_iter(b, b"\"google") {
+    for at in FINDERS[3].find_iter(b) {
         let rest = &b[at + 7..];
         let key_len = [
             &b"Search\""[..],
