@@ -35,6 +35,23 @@
 //!   on 429, disable after repeated errors, single probe to re-enable, OAuth
 //!   refresh on 401/403), in-flight limits and a bounded wait queue.
 
+//!
+//! # Differences from the original API sketch
+//!
+//! - `CredentialPool::select` counts the request in flight itself; there is
+//!   no `begin` (a separate call would leave a window where two requests
+//!   claim the last free place or the same probe).
+//! - [`Outcome::Cancelled`] finishes a request that ended without an answer.
+//! - `queue_limit` lives in [`HealthSettings`] with the other pool limits.
+//! - `mark_refreshed(id, now)` takes `now` (a disabled slot is probed at
+//!   once with its new token); `mark_dead(id, reason)` takes a
+//!   `&'static str` shown as `last_error`; `add_static()` adds an API key,
+//!   which a 401/403 disables without asking for a refresh.
+//! - Table globs have exactly one `*` (two would make the `*` substitution
+//!   ambiguous); rule globs ([`glob_match`]) take any number.
+
+#![warn(missing_docs)]
+
 pub mod models;
 pub mod pool;
 pub mod rules;

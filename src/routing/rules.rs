@@ -112,7 +112,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 /// - `thinking`: Anthropic `"thinking":{"type":"enabled",...}` (not
 ///   `"disabled"`); OpenAI Chat `"reasoning_effort"` other than `"none"`;
 ///   OpenAI Responses `"reasoning":{"effort":...}` (effort other than
-///   `"none"`); Gemini `"thinkingConfig"`/`"thinking_config"` unless its
+///   `"none"`; OpenRouter's `"max_tokens"` > 0 or `"enabled":true` too); Gemini `"thinkingConfig"`/`"thinking_config"` unless its
 ///   `thinkingBudget` is `0` (Gemini's way to switch thinking off).
 /// - `web_search`: a `"type"` or `"name"` whose value starts with
 ///   `web_search` (Anthropic `web_search_20250305`, OpenAI Responses
@@ -225,9 +225,14 @@ fn thinking_requested(b: &[u8]) -> bool {
                 continue;
             };
             if let Some(obj) = flat_object(b, v) {
-                if field(obj, b"\"effort\"")
-                    .is_some_and(|e| e.starts_with(b"\"") && !e.starts_with(b"\"none\""))
-                {
+                // OpenAI Responses sets `effort`; OpenRouter's unified
+                // `reasoning` object may instead set `max_tokens` or
+                // `"enabled": true`.
+                let effort = field(obj, b"\"effort\"")
+                    .is_some_and(|e| e.starts_with(b"\"") && !e.starts_with(b"\"none\""));
+                let budget = field(obj, b"\"max_tokens\"").is_some_and(|m| !is_zero(m));
+                let enabled = field(obj, b"\"enabled\"").is_some_and(|e| e.starts_with(b"true"));
+                if effort || budget || enabled {
                     return true;
                 }
             }
@@ -333,6 +338,9 @@ mod tests {
         // A reasoning item replayed in the input is not a request.
         let items = r#"{"input":[{"type":"reasoning","id":"rs_1","summary":[]}],"reasoning":{"summary":"auto"}}"#;
         assert!(!t(items).thinking);
+        assert!(t(r#"{"model":"x","reasoning":{"max_tokens":2000}}"#).thinking);
+        assert!(t(r#"{"model":"x","reasoning":{"enabled": true}}"#).thinking);
+        assert!(!t(r#"{"model":"x","reasoning":{"enabled":false,"max_tokens":0}}"#).thinking);
     }
 
     #[test]
