@@ -14,6 +14,7 @@ pub mod log;
 pub mod metrics;
 pub mod mock;
 pub mod protocol;
+pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod sse;
