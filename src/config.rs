@@ -102,6 +102,14 @@ pub struct BaseUrl {
     pub path_prefix: String,
 }
 
+impl BaseUrl {
+    /// Parses an `http(s)://host[:port][/path]` URL (as `base_url` and
+    /// `oauth.token_uri` are written).
+    pub fn parse(s: &str) -> Result<BaseUrl, String> {
+        parse_base_url(s).map_err(|(m, _)| m)
+    }
+}
+
 impl fmt::Display for BaseUrl {
     /// Writes the URL back in its canonical form (default port omitted,
     /// IPv6 literal in brackets), for summaries and logs.
@@ -132,19 +140,128 @@ pub struct Provider {
     pub protocol: ProviderProtocol,
     /// Where requests go.
     pub base_url: BaseUrl,
-    /// The provider's API key, injected upstream; `None` sends no key.
+    /// The first static API key (`api_key`, else the first of `api_keys`);
+    /// `None` with no OAuth files sends no key.
     pub api_key: Option<Secret>,
+    /// Every static API key of the pool: `api_key`, `api_keys`,
+    /// `api_keys_env`, in that order, duplicates removed.
+    pub api_keys: Vec<Secret>,
+    /// OAuth credential files in the pool, if any.
+    pub oauth: Option<OAuthSource>,
+    /// How the pool picks a credential and tracks health.
+    pub pool: PoolSettings,
+}
+
+/// OAuth credential files of a CLI tool, refreshed by the gateway.
+#[derive(Clone, Debug)]
+pub struct OAuthSource {
+    /// `gemini-cli` or `qwen-code`: the file format.
+    pub kind: String,
+    /// Files, or directories whose `*.json` files are each a credential.
+    pub paths: Vec<PathBuf>,
+    /// The token endpoint; `None` uses the tool's own.
+    pub token_uri: Option<String>,
+    pub client_id: Option<Secret>,
+    pub client_secret: Option<Secret>,
+    /// Refresh this long before the access token expires.
+    pub refresh_margin: Duration,
+    /// Files open at once during a directory scan.
+    pub max_open_files: usize,
+    /// How often the files are checked when inotify is not available.
+    pub poll_interval: Duration,
+}
+
+/// How a credential is chosen among the healthy ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelectionPolicy {
+    RoundRobin,
+    LeastInFlight,
+}
+
+/// Credential selection and health settings of one provider's pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub selection: SelectionPolicy,
+    /// Requests in flight per credential; 0 = unlimited.
+    pub max_in_flight: u32,
+    /// Requests waiting for a credential under `max_in_flight`; beyond it, 429.
+    pub queue_limit: usize,
+    /// Longest wait in that queue before a 429.
+    pub queue_timeout: Duration,
+    /// Consecutive errors (5xx, network) that disable a credential.
+    pub error_threshold: u32,
+    /// Cooldown after a 429 without `Retry-After`.
+    pub cooldown_default: Duration,
+    /// Cap on a `Retry-After` cooldown.
+    pub cooldown_max: Duration,
+    /// How often a disabled credential is probed.
+    pub probe_interval: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            selection: SelectionPolicy::RoundRobin,
+            max_in_flight: 0,
+            queue_limit: 256,
+            queue_timeout: Duration::from_secs(10),
+            error_threshold: 3,
+            cooldown_default: Duration::from_secs(1),
+            cooldown_max: Duration::from_secs(60),
+            probe_interval: Duration::from_secs(30),
+        }
+    }
 }
 
 /// One entry of the model table.
 #[derive(Clone, Debug)]
 pub struct ModelRoute {
-    /// The model name clients ask for.
+    /// The model name clients ask for; may be a glob with `*`.
     pub name: String,
     /// Index into [`Config::providers`].
     pub provider: usize,
-    /// The name sent upstream, when it differs from `name`.
+    /// The name sent upstream, when it differs from `name` (for a glob,
+    /// `*` stands for the text the name's `*` matched).
     pub upstream_model: Option<String>,
+    /// Other names clients may use for this model.
+    pub aliases: Vec<String>,
+    /// Models (or `provider/model`) tried in order when this one's
+    /// provider has no usable credential or fails before answering.
+    pub fallbacks: Vec<String>,
+    /// Parameters applied when the client did not set them.
+    pub defaults: ModelDefaults,
+}
+
+/// Per-model default parameters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelDefaults {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub max_tokens: Option<u64>,
+    /// `false` strips thinking/reasoning from requests to this model.
+    pub thinking: Option<bool>,
+}
+
+/// A scenario rule: requests matching `when` go to `target`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutingRule {
+    pub when: RuleWhen,
+    /// A model name (or `provider/model`), resolved through the table.
+    pub target: String,
+}
+
+/// The condition of a [`RoutingRule`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleWhen {
+    /// The requested model matches one of these globs (small models that
+    /// coding agents use for background work).
+    Background { models: Vec<String> },
+    /// The request asks for thinking / reasoning.
+    Thinking,
+    /// The request's estimated prompt tokens reach `min_tokens`.
+    LongContext { min_tokens: u64 },
+    /// The request declares a web-search tool.
+    WebSearch,
 }
 
 /// A key clients authenticate with.
@@ -271,6 +388,13 @@ pub struct Config {
     pub models: Vec<ModelRoute>,
     /// Provider (index) for models not in the table; `None` answers 404.
     pub default_provider: Option<usize>,
+    /// Scenario rules, first match wins.
+    pub rules: Vec<RoutingRule>,
+    /// Extra attempts on another credential or provider, before the first
+    /// byte reached the client.
+    pub retries: u32,
+    /// Base of the jittered backoff between attempts.
+    pub retry_backoff: Duration,
     /// The access log.
     pub log: LogConfig,
     /// Key for `/admin/*`; `None` turns the admin endpoints off.
@@ -772,12 +896,109 @@ struct RawProvider {
     api_key: Option<Spanned<String>>,
     #[serde(default)]
     api_key_env: Option<Spanned<String>>,
+    #[serde(default)]
+    api_keys: Vec<Spanned<String>>,
+    #[serde(default)]
+    api_keys_env: Vec<Spanned<String>>,
+    #[serde(default)]
+    oauth: Option<RawOAuth>,
+    #[serde(default)]
+    pool: RawPool,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOAuth {
+    kind: Spanned<String>,
+    paths: Vec<Spanned<String>>,
+    #[serde(default)]
+    token_uri: Option<Spanned<String>>,
+    #[serde(default)]
+    client_id: Option<Spanned<String>>,
+    #[serde(default)]
+    client_id_env: Option<Spanned<String>>,
+    #[serde(default)]
+    client_secret: Option<Spanned<String>>,
+    #[serde(default)]
+    client_secret_env: Option<Spanned<String>>,
+    #[serde(default = "default_refresh_margin")]
+    refresh_margin_ms: Spanned<u64>,
+    #[serde(default = "default_max_open_files")]
+    max_open_files: Spanned<u64>,
+    #[serde(default = "default_poll_interval")]
+    poll_interval_ms: Spanned<u64>,
+}
+
+fn default_refresh_margin() -> Spanned<u64> {
+    unspanned(300_000)
+}
+
+fn default_max_open_files() -> Spanned<u64> {
+    unspanned(64)
+}
+
+fn default_poll_interval() -> Spanned<u64> {
+    unspanned(2_000)
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawPool {
+    selection: Spanned<String>,
+    max_in_flight: Spanned<u64>,
+    queue_limit: Spanned<u64>,
+    queue_timeout_ms: Spanned<u64>,
+    error_threshold: Spanned<u64>,
+    cooldown_default_ms: Spanned<u64>,
+    cooldown_max_ms: Spanned<u64>,
+    probe_interval_ms: Spanned<u64>,
+}
+
+impl Default for RawPool {
+    fn default() -> Self {
+        let d = PoolSettings::default();
+        RawPool {
+            selection: unspanned("round_robin".to_string()),
+            max_in_flight: unspanned(d.max_in_flight as u64),
+            queue_limit: unspanned(d.queue_limit as u64),
+            queue_timeout_ms: unspanned(d.queue_timeout.as_millis() as u64),
+            error_threshold: unspanned(d.error_threshold as u64),
+            cooldown_default_ms: unspanned(d.cooldown_default.as_millis() as u64),
+            cooldown_max_ms: unspanned(d.cooldown_max.as_millis() as u64),
+            probe_interval_ms: unspanned(d.probe_interval.as_millis() as u64),
+        }
+    }
+}
+
+#[derive(Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawRouting {
     default_provider: Option<Spanned<String>>,
+    retries: Spanned<u64>,
+    retry_backoff_ms: Spanned<u64>,
+    rules: Vec<RawRule>,
+}
+
+impl Default for RawRouting {
+    fn default() -> Self {
+        RawRouting {
+            default_provider: None,
+            retries: unspanned(2),
+            retry_backoff_ms: unspanned(20),
+            rules: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    when: Spanned<String>,
+    #[serde(default)]
+    models: Vec<Spanned<String>>,
+    #[serde(default)]
+    min_tokens: Option<Spanned<u64>>,
+    target: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -787,6 +1008,21 @@ struct RawModel {
     provider: Spanned<String>,
     #[serde(default)]
     upstream_model: Option<Spanned<String>>,
+    #[serde(default)]
+    aliases: Vec<Spanned<String>>,
+    #[serde(default)]
+    fallbacks: Vec<Spanned<String>>,
+    #[serde(default)]
+    defaults: RawModelDefaults,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RawModelDefaults {
+    temperature: Option<Spanned<f64>>,
+    top_p: Option<Spanned<f64>>,
+    max_tokens: Option<Spanned<u64>>,
+    thinking: Option<bool>,
 }
 
 fn unspanned<T>(value: T) -> Spanned<T> {
@@ -1096,6 +1332,13 @@ fn validate(
         if name.trim().is_empty() {
             return Err(src.at(&m.name, "model name is empty".to_string(), None));
         }
+        if name.matches('*').count() > 1 {
+            return Err(src.at(
+                &m.name,
+                format!("model name \"{name}\" has more than one `*`"),
+                Some("a pattern is prefix*suffix, e.g. \"claude-*\"".to_string()),
+            ));
+        }
         if let Some(first) = seen_models.insert(name, &m.name) {
             return Err(src.at(
                 &m.name,
@@ -1115,12 +1358,136 @@ fn validate(
             Some(u) => Some(u.get_ref().clone()),
             None => None,
         };
+        let mut aliases = Vec::with_capacity(m.aliases.len());
+        for a in &m.aliases {
+            if a.get_ref().trim().is_empty() || a.get_ref().contains('*') {
+                return Err(src.at(
+                    a,
+                    format!("model \"{name}\": an alias must be a plain, non-empty name"),
+                    None,
+                ));
+            }
+            if let Some(first) = seen_models.insert(a.get_ref(), a) {
+                return Err(src.at(
+                    a,
+                    format!("duplicate model name or alias \"{}\"", a.get_ref()),
+                    Some(format!("first defined on line {}", src.line_of(first))),
+                ));
+            }
+            aliases.push(a.get_ref().clone());
+        }
+        let d = &m.defaults;
+        for (v, key, max) in [
+            (&d.temperature, "temperature", 2.0),
+            (&d.top_p, "top_p", 1.0),
+        ] {
+            if let Some(v) = v {
+                if !(0.0..=max).contains(v.get_ref()) {
+                    return Err(src.at(
+                        v,
+                        format!("model \"{name}\": defaults.{key} must be between 0 and {max}"),
+                        None,
+                    ));
+                }
+            }
+        }
         models.push(ModelRoute {
             name: name.clone(),
             provider,
             upstream_model,
+            aliases,
+            fallbacks: m.fallbacks.iter().map(|f| f.get_ref().clone()).collect(),
+            defaults: ModelDefaults {
+                temperature: d.temperature.as_ref().map(|v| *v.get_ref()),
+                top_p: d.top_p.as_ref().map(|v| *v.get_ref()),
+                max_tokens: d.max_tokens.as_ref().map(|v| *v.get_ref()),
+                thinking: d.thinking,
+            },
         });
     }
+    // A fallback or rule target must name something routable: a model or
+    // alias, or `provider/model` with a known provider.
+    let routable = |target: &Spanned<String>, what: &str| -> Result<(), ConfigError> {
+        let t = target.get_ref();
+        let known_model = models
+            .iter()
+            .any(|m| m.name == *t || m.aliases.iter().any(|a| a == t) || glob_matches(&m.name, t));
+        let known_provider = t
+            .split_once('/')
+            .is_some_and(|(p, rest)| !rest.is_empty() && names.contains(&p));
+        if known_model || known_provider {
+            Ok(())
+        } else {
+            Err(src.at(
+                target,
+                format!("{what} \"{t}\" is not a model in the table"),
+                Some("name a [[models]] entry or alias, or use provider/model".to_string()),
+            ))
+        }
+    };
+    for m in &raw.models {
+        for f in &m.fallbacks {
+            routable(f, &format!("fallback of model \"{}\"", m.name.get_ref()))?;
+        }
+    }
+    let mut rules = Vec::with_capacity(raw.routing.rules.len());
+    for r in &raw.routing.rules {
+        routable(&r.target, "routing rule target")?;
+        let when = match r.when.get_ref().as_str() {
+            "background" => {
+                if r.models.is_empty() {
+                    return Err(src.at(
+                        &r.when,
+                        "a background rule needs `models` (globs of small model names)".to_string(),
+                        Some("e.g. models = [\"claude-3-5-haiku*\"]".to_string()),
+                    ));
+                }
+                RuleWhen::Background {
+                    models: r.models.iter().map(|m| m.get_ref().clone()).collect(),
+                }
+            }
+            "thinking" => RuleWhen::Thinking,
+            "long_context" => RuleWhen::LongContext {
+                min_tokens: match &r.min_tokens {
+                    Some(n) => *n.get_ref(),
+                    None => {
+                        return Err(src.at(
+                            &r.when,
+                            "a long_context rule needs `min_tokens`".to_string(),
+                            None,
+                        ))
+                    }
+                },
+            },
+            "web_search" => RuleWhen::WebSearch,
+            other => {
+                return Err(src.at(
+                    &r.when,
+                    format!("unknown rule condition \"{other}\""),
+                    Some("one of: background, thinking, long_context, web_search".to_string()),
+                ))
+            }
+        };
+        rules.push(RoutingRule {
+            when,
+            target: r.target.get_ref().clone(),
+        });
+    }
+    let retries = u32::try_from(*raw.routing.retries.get_ref())
+        .ok()
+        .filter(|&n| n <= 10)
+        .ok_or_else(|| {
+            src.at(
+                &raw.routing.retries,
+                "routing.retries must be at most 10".to_string(),
+                None,
+            )
+        })?;
+    let retry_backoff = millis(
+        src,
+        &raw.routing.retry_backoff_ms,
+        "routing.retry_backoff_ms",
+    )?;
 
     let default_provider = match &raw.routing.default_provider {
         Some(p) => Some(lookup(p, "routing.default_provider")?),
@@ -1140,9 +1507,38 @@ fn validate(
         providers,
         models,
         default_provider,
+        rules,
+        retries,
+        retry_backoff,
         log,
         admin_key,
     })
+}
+
+/// Whether `pattern` (with `*` matching any run of characters) matches
+/// `name`. Plain names match only themselves.
+pub fn glob_matches(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let Some(first) = parts.next() else {
+        return false;
+    };
+    if !pattern.contains('*') {
+        return pattern == name;
+    }
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let (last, middle) = parts
+        .split_last()
+        .expect("a pattern with * has a part after it");
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 fn validate_client_keys(
@@ -1294,14 +1690,158 @@ fn validate_providers(
             }
             (None, None) => None,
         };
+        let mut api_keys: Vec<Secret> = api_key.iter().cloned().collect();
+        for key in &p.api_keys {
+            if key.get_ref().trim().is_empty() {
+                return Err(src.at(
+                    key,
+                    format!("provider \"{name}\": an api_keys entry is empty"),
+                    None,
+                ));
+            }
+            api_keys.push(Secret::new(key.get_ref().clone()));
+        }
+        for env in &p.api_keys_env {
+            let what = format!("api_keys_env of provider \"{name}\"");
+            api_keys.push(Secret::new(env_secret(src, env, &what, get_env)?));
+        }
+        let mut unique: Vec<Secret> = Vec::with_capacity(api_keys.len());
+        for k in api_keys {
+            if !unique.iter().any(|u| u.expose() == k.expose()) {
+                unique.push(k);
+            }
+        }
+        let api_keys = unique;
+        let api_key = api_keys.first().cloned();
+        let oauth = match &p.oauth {
+            Some(o) => Some(validate_oauth(src, name, o, get_env)?),
+            None => None,
+        };
+        let pool = validate_pool(src, name, &p.pool)?;
         providers.push(Provider {
             name: name.clone(),
             protocol,
             base_url,
             api_key,
+            api_keys,
+            oauth,
+            pool,
         });
     }
     Ok(providers)
+}
+
+fn validate_oauth(
+    src: &Source<'_>,
+    provider: &str,
+    o: &RawOAuth,
+    get_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<OAuthSource, ConfigError> {
+    let kind = o.kind.get_ref();
+    if kind != "gemini-cli" && kind != "qwen-code" {
+        return Err(src.at(
+            &o.kind,
+            format!("provider \"{provider}\": unknown oauth kind \"{kind}\""),
+            Some("one of: gemini-cli, qwen-code".to_string()),
+        ));
+    }
+    if o.paths.is_empty() {
+        return Err(src.at(
+            &o.kind,
+            format!("provider \"{provider}\": oauth.paths is empty"),
+            Some("name credential files or directories of them".to_string()),
+        ));
+    }
+    let mut paths = Vec::with_capacity(o.paths.len());
+    for p in &o.paths {
+        if p.get_ref().trim().is_empty() {
+            return Err(src.at(
+                p,
+                format!("provider \"{provider}\": an oauth path is empty"),
+                None,
+            ));
+        }
+        paths.push(PathBuf::from(p.get_ref()));
+    }
+    let token_uri = match &o.token_uri {
+        Some(u) => {
+            parse_base_url(u.get_ref()).map_err(|(m, h)| {
+                src.at(
+                    u,
+                    format!("provider \"{provider}\": oauth.token_uri: {m}"),
+                    h,
+                )
+            })?;
+            Some(u.get_ref().clone())
+        }
+        None => None,
+    };
+    let secret = |inline: &Option<Spanned<String>>,
+                  env: &Option<Spanned<String>>,
+                  what: &str|
+     -> Result<Option<Secret>, ConfigError> {
+        match (inline, env) {
+            (Some(_), Some(e)) => Err(src.at(
+                e,
+                format!("provider \"{provider}\" has both oauth.{what} and oauth.{what}_env"),
+                None,
+            )),
+            (Some(v), None) => Ok(Some(Secret::new(v.get_ref().clone()))),
+            (None, Some(e)) => {
+                let label = format!("oauth.{what}_env of provider \"{provider}\"");
+                Ok(Some(Secret::new(env_secret(src, e, &label, get_env)?)))
+            }
+            (None, None) => Ok(None),
+        }
+    };
+    Ok(OAuthSource {
+        kind: kind.clone(),
+        paths,
+        token_uri,
+        client_id: secret(&o.client_id, &o.client_id_env, "client_id")?,
+        client_secret: secret(&o.client_secret, &o.client_secret_env, "client_secret")?,
+        refresh_margin: Duration::from_millis(*o.refresh_margin_ms.get_ref()),
+        max_open_files: {
+            positive(src, &o.max_open_files, "oauth.max_open_files")?;
+            to_usize(src, &o.max_open_files, "oauth.max_open_files")?
+        },
+        poll_interval: millis(src, &o.poll_interval_ms, "oauth.poll_interval_ms")?,
+    })
+}
+
+fn validate_pool(
+    src: &Source<'_>,
+    provider: &str,
+    p: &RawPool,
+) -> Result<PoolSettings, ConfigError> {
+    let selection = match p.selection.get_ref().as_str() {
+        "round_robin" => SelectionPolicy::RoundRobin,
+        "least_in_flight" => SelectionPolicy::LeastInFlight,
+        other => {
+            return Err(src.at(
+                &p.selection,
+                format!("provider \"{provider}\": unknown pool.selection \"{other}\""),
+                Some("one of: round_robin, least_in_flight".to_string()),
+            ))
+        }
+    };
+    let small = |v: &Spanned<u64>, key: &str| -> Result<u32, ConfigError> {
+        u32::try_from(*v.get_ref()).map_err(|_| src.at(v, format!("{key} is too large"), None))
+    };
+    Ok(PoolSettings {
+        selection,
+        max_in_flight: small(&p.max_in_flight, "pool.max_in_flight")?,
+        queue_limit: to_usize(src, &p.queue_limit, "pool.queue_limit")?,
+        queue_timeout: millis(src, &p.queue_timeout_ms, "pool.queue_timeout_ms")?,
+        error_threshold: {
+            positive(src, &p.error_threshold, "pool.error_threshold")?;
+            small(&p.error_threshold, "pool.error_threshold")?
+        },
+        // 0 is allowed: a 429 is relayed and the credential stays in use.
+        cooldown_default: Duration::from_millis(*p.cooldown_default_ms.get_ref()),
+        cooldown_max: Duration::from_millis(*p.cooldown_max_ms.get_ref()),
+        probe_interval: millis(src, &p.probe_interval_ms, "pool.probe_interval_ms")?,
+    })
 }
 
 /// Resolves a `*_env` setting. Errors name the variable, never its value.

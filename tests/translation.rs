@@ -51,7 +51,7 @@ fn setup_with(mock_args: &[&str]) -> Setup {
     let mut extra = String::new();
     for (protocol, prefix) in [("anthropic", "/v1"), ("gemini", "/v1beta")] {
         extra.push_str(&format!(
-            "\n[[providers]]\nname = \"mock-{protocol}\"\nprotocol = \"{protocol}\"\nbase_url = \"http://127.0.0.1:{port}{prefix}\"\napi_key = \"{PROVIDER_KEY}-{protocol}\"\n"
+            "\n[[providers]]\nname = \"mock-{protocol}\"\nprotocol = \"{protocol}\"\nbase_url = \"http://127.0.0.1:{port}{prefix}\"\napi_key = \"{PROVIDER_KEY}-{protocol}\"\npool = {{ cooldown_max_ms = 0 }}\n"
         ));
     }
     for (protocol, model) in PROVIDERS {
@@ -76,6 +76,11 @@ fn setup_with(mock_args: &[&str]) -> Setup {
     let mut builder = ConfigBuilder::for_mock(&mock)
         .no_default_provider()
         .admin_key(ADMIN_KEY);
+    // The error scenarios answer 429 on purpose: the keys must not cool
+    // down between the cases.
+    builder
+        .provider_extra
+        .push("pool = { cooldown_max_ms = 0 }".to_string());
     builder.extra = extra;
     let gateway = start_gateway(&builder.build());
     Setup { mock, gateway }

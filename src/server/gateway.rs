@@ -1,7 +1,7 @@
 //! The gateway service: routes client requests, authenticates them, and
 //! forwards chat requests to the provider their model maps to.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -11,12 +11,13 @@ use futures_lite::AsyncWrite;
 
 use super::auth::{bearer_token, percent_decode, AuthOutcome, Authenticator};
 use super::conn::{Request, Service};
+use super::credentials::{start_control, CredKey, CredentialHub, NoCredential, ShardCredentials};
 use super::errors::GatewayError;
 use super::forward::forward_response;
 use super::provider::{Operation, ProviderRoute, ANTHROPIC_VERSION};
 use super::shard::ShardState;
 use super::translated::{relay_translated, send_error as send_translated_error, Translation};
-use crate::config::Config;
+use crate::config::{Config, RuleWhen};
 use crate::http::{listed_in_connection, write, Method};
 use crate::metrics::{InflightEntry, Route};
 use crate::protocol::fast_path::{extract_routing_fields, rewrite_model, FieldError};
@@ -24,6 +25,9 @@ use crate::protocol::ir::{Dialect, EncodeOptions, ErrorInfo, ErrorKind, Translat
 use crate::protocol::json::write_string;
 use crate::protocol::usage::scanner_for;
 use crate::protocol::{json, translate};
+use crate::routing::{
+    pick, traits_of_body, Condition, ModelDefaults, ModelSpec, ModelTable, Outcome, Rule,
+};
 use crate::upstream::{exchange, Pool, UpstreamError, UpstreamRequest};
 use std::borrow::Cow;
 use std::time::Instant;
@@ -47,6 +51,14 @@ pub struct Gateway {
     pool: Rc<Pool>,
     /// The model list bodies, rendered once.
     models: ModelLists,
+    /// Model names to providers, upstream names and fallbacks.
+    table: ModelTable,
+    /// Scenario rules, first match wins.
+    rules: Vec<Rule>,
+    /// This shard's credential cache.
+    credentials: Rc<ShardCredentials>,
+    /// Retry jitter state.
+    jitter: Cell<u64>,
     /// simd-json's scratch space for translations on this shard.
     buffers: RefCell<simd_json::Buffers>,
     /// Spare buffers for request bodies and heads; taken and returned
@@ -65,8 +77,31 @@ impl Gateway {
         pool: Pool,
         telemetry: Arc<SharedTelemetry>,
         log: Option<ShardLog>,
+        hub: Arc<CredentialHub>,
     ) -> Self {
         let pool = Rc::new(pool);
+        let credentials = ShardCredentials::new(&config, hub.clone(), shard.id);
+        if shard.id == 0 {
+            start_control(config.clone(), hub, pool.clone());
+        }
+        let table = model_table(&config);
+        let rules = config
+            .rules
+            .iter()
+            .map(|r| Rule {
+                condition: match &r.when {
+                    RuleWhen::Background { models } => Condition::Background {
+                        models: models.clone(),
+                    },
+                    RuleWhen::Thinking => Condition::Thinking,
+                    RuleWhen::LongContext { min_tokens } => Condition::LongContext {
+                        min_tokens: *min_tokens,
+                    },
+                    RuleWhen::WebSearch => Condition::WebSearch,
+                },
+                target: r.target.clone(),
+            })
+            .collect();
         let connections = {
             let shard = Rc::downgrade(&shard);
             move || shard.upgrade().map_or(0, |s| s.connections.get())
@@ -92,6 +127,10 @@ impl Gateway {
             auth: Authenticator::new(&config.client_keys),
             providers: config.providers.iter().map(ProviderRoute::new).collect(),
             models: render_models(&config),
+            table,
+            rules,
+            credentials,
+            jitter: Cell::new(0x9e37_79b9_7f4a_7c15 ^ (shard.id as u64 + 1)),
             buffers: RefCell::new(simd_json::Buffers::default()),
             provider_names: config
                 .providers
@@ -160,27 +199,26 @@ impl Gateway {
                 });
             }
         }
-        let (provider_index, upstream_model) = match self.config.route(&model) {
-            Some(route) => (route.provider, route.upstream_model.as_deref()),
-            None => match self.config.default_provider {
-                Some(p) => (p, None),
-                None => {
-                    let err = GatewayError::new(
-                        404,
-                        "model_not_found",
-                        format!("the model `{model}` is not served by this gateway"),
-                    );
-                    return self.reject(resp, dialect, &err).await;
-                }
-            },
+        // Scenario rules may send the request to another model; the table
+        // then names the provider, the upstream name and the fallbacks.
+        let routed: &str = if self.rules.is_empty() {
+            &model
+        } else {
+            let traits = traits_of_body(req.body);
+            pick(&self.rules, &model, &traits).unwrap_or(&model)
         };
-        let upstream_name = upstream_model.unwrap_or(&model);
-        let provider = &self.providers[provider_index];
-        {
-            let ex = resp.exchange();
-            ex.provider = Some(provider_index as u16);
-            ex.model_served = ModelName::new(upstream_name);
-        }
+        let Some(primary) = self.table.resolve(routed) else {
+            let err = GatewayError::new(
+                404,
+                "model_not_found",
+                format!("the model `{model}` is not served by this gateway"),
+            );
+            return self.reject(resp, dialect, &err).await;
+        };
+        let mut targets = self.table.fallback_targets(&primary);
+        targets.insert(0, primary);
+
+        let first_provider = targets[0].provider;
         let ex = resp.exchange();
         let tracked = self.telemetry.shared.tracker.begin(
             InflightEntry {
@@ -193,150 +231,304 @@ impl Gateway {
                 provider: None,
                 credential: None,
             }
-            .with_provider(self.provider_names[provider_index].clone()),
+            .with_provider(self.provider_names[first_provider].clone()),
         );
 
-        // Same protocol on both sides: the body goes through untouched but
-        // for the model name.
-        let same_protocol = provider.dialect == dialect
-            && (call.op != Operation::CountTokens || dialect != Dialect::OpenAiChat);
-        if call.op == Operation::CountTokens && !same_protocol {
-            return self.estimate_tokens(dialect, req, resp).await;
-        }
-
-        let mut upstream_body = self.take_buf();
-        let mut head = self.take_buf();
-        let mut translation = None;
-        if same_protocol {
-            if let (Some(name), Some(token)) = (upstream_model, &model_token) {
-                rewrite_model(req.body, token.clone(), name, &mut upstream_body);
-            } else {
-                upstream_body.extend_from_slice(req.body);
+        let max_attempts = 1 + self.config.retries as usize;
+        let mut attempts = 0usize;
+        // Credentials this request already failed on: not tried twice.
+        let mut tried: Vec<(CredKey, u64)> = Vec::new();
+        // What to answer if every attempt fails before one can be relayed.
+        let mut failure: Option<Failure> = None;
+        'targets: for (ti, target) in targets.iter().enumerate() {
+            let provider = &self.providers[target.provider];
+            let upstream_name: &str = &target.upstream_model;
+            let is_last_target = ti + 1 == targets.len();
+            let same_protocol = provider.dialect == dialect
+                && target.defaults.is_none_or(|d| d.is_empty())
+                && (call.op != Operation::CountTokens || dialect != Dialect::OpenAiChat);
+            if call.op == Operation::CountTokens && !same_protocol {
+                return self.estimate_tokens(dialect, req, resp).await;
             }
-            if dialect == Dialect::OpenAiChat {
-                head.extend_from_slice(&provider.chat_head);
-            } else {
-                // A Gemini client asking for a stream without `alt=sse`
-                // gets the JSON-array stream, straight from the provider.
-                let query: Option<&[u8]> = call.gemini_json_array.then_some(b"");
-                provider.write_head(call.op, upstream_name, query, &mut head);
-            }
-            forward_request_headers(req, &mut head);
-            if dialect == Dialect::Anthropic && req.header("anthropic-version").is_none() {
-                write::header(&mut head, b"anthropic-version", ANTHROPIC_VERSION);
-            }
-        } else {
-            let decoded = self.translate_request(
-                dialect,
-                provider.dialect,
-                req.body,
-                upstream_name,
-                stream,
-                &mut upstream_body,
-            );
-            let (stream, include_usage) = match decoded {
-                Ok(v) => v,
-                Err(e) => {
-                    self.give_buf(upstream_body);
-                    self.give_buf(head);
-                    let err = ErrorInfo {
-                        status: 400,
-                        kind: ErrorKind::InvalidRequest,
-                        message: format!("invalid request: {e}"),
-                    };
-                    return send_translated_error(resp, dialect, &err).await;
+            // The body for this provider, built once however many of its
+            // credentials are tried.
+            let mut upstream_body = self.take_buf();
+            let mut head_base = self.take_buf();
+            let mut translation = None;
+            if same_protocol {
+                match (&model_token, upstream_name != model) {
+                    (Some(token), true) => {
+                        rewrite_model(req.body, token.clone(), upstream_name, &mut upstream_body)
+                    }
+                    _ => upstream_body.extend_from_slice(req.body),
                 }
-            };
-            resp.exchange().stream = stream;
-            provider.write_head(
-                Operation::Generate { stream },
-                upstream_name,
-                None,
-                &mut head,
-            );
-            write::header(&mut head, b"content-type", b"application/json");
-            if provider.dialect == Dialect::Anthropic {
-                write::header(&mut head, b"anthropic-version", ANTHROPIC_VERSION);
-            }
-            if let Some(ua) = req.header("user-agent") {
-                write::header(&mut head, b"user-agent", ua);
-            }
-            translation = Some((stream, include_usage));
-        }
-        write::content_length(&mut head, upstream_body.len() as u64);
-        head.extend_from_slice(b"\r\n");
-
-        let upstream_req = UpstreamRequest {
-            method: Method::Post,
-            head: &head,
-            body: &upstream_body,
-        };
-        let timeouts = &self.config.timeouts;
-        let upstream_started = Instant::now();
-        let mut scratch = self.take_buf();
-        let result = exchange(
-            &self.pool,
-            &provider.key,
-            &upstream_req,
-            timeouts.upstream_head,
-            &mut scratch,
-        )
-        .await;
-        self.give_buf(head);
-        self.give_buf(upstream_body);
-        self.give_buf(scratch);
-        let upstream = match result {
-            Ok(upstream) => upstream,
-            Err(e) => {
-                resp.exchange().error = upstream_error_class(&e);
-                let err = GatewayError::new(e.status(), e.code(), e.to_string());
-                return self.reject(resp, dialect, &err).await;
-            }
-        };
-        {
-            let ex = resp.exchange();
-            ex.upstream_latency_us = Some(upstream_started.elapsed().as_micros() as u64);
-            ex.upstream_status = Some(upstream.head.status);
-            if upstream.head.status >= 400 {
-                ex.error = ErrorClass::UpstreamStatus;
-            }
-        }
-        let idle = timeouts.upstream_body_idle;
-        match translation {
-            None => {
-                let scan = scanner_for(provider.dialect);
-                forward_response(
-                    upstream,
-                    &self.pool,
-                    idle,
-                    resp,
-                    tracked.as_ref(),
-                    scan,
+                if dialect == Dialect::OpenAiChat {
+                    head_base.extend_from_slice(&provider.chat_head);
+                } else {
+                    // A Gemini client asking for a stream without `alt=sse`
+                    // gets the JSON-array stream, straight from the provider.
+                    let query: Option<&[u8]> = call.gemini_json_array.then_some(b"");
+                    provider.write_head(call.op, upstream_name, query, &mut head_base);
+                }
+                forward_request_headers(req, &mut head_base);
+                if dialect == Dialect::Anthropic && req.header("anthropic-version").is_none() {
+                    write::header(&mut head_base, b"anthropic-version", ANTHROPIC_VERSION);
+                }
+            } else {
+                let decoded = self.translate_request(
                     dialect,
-                )
-                .await
-            }
-            Some((stream, include_usage)) => {
-                let t = Translation {
-                    client: dialect,
-                    provider: provider.dialect,
-                    client_model: &model,
+                    provider.dialect,
+                    req.body,
+                    upstream_name,
                     stream,
-                    opts: EncodeOptions {
-                        created: resp.exchange().started_unix_us / 1_000_000,
-                        include_usage,
-                        json_array: call.gemini_json_array,
-                    },
-                    buffers: &self.buffers,
+                    target.defaults,
+                    &mut upstream_body,
+                );
+                let (stream, include_usage) = match decoded {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.give_buf(upstream_body);
+                        self.give_buf(head_base);
+                        let err = ErrorInfo {
+                            status: 400,
+                            kind: ErrorKind::InvalidRequest,
+                            message: format!("invalid request: {e}"),
+                        };
+                        return send_translated_error(resp, dialect, &err).await;
+                    }
                 };
-                relay_translated(upstream, &self.pool, idle, resp, tracked.as_ref(), &t).await
+                resp.exchange().stream = stream;
+                provider.write_head(
+                    Operation::Generate { stream },
+                    upstream_name,
+                    None,
+                    &mut head_base,
+                );
+                write::header(&mut head_base, b"content-type", b"application/json");
+                if provider.dialect == Dialect::Anthropic {
+                    write::header(&mut head_base, b"anthropic-version", ANTHROPIC_VERSION);
+                }
+                if let Some(ua) = req.header("user-agent") {
+                    write::header(&mut head_base, b"user-agent", ua);
+                }
+                translation = Some((stream, include_usage));
+            }
+
+            loop {
+                if attempts >= max_attempts {
+                    self.give_buf(upstream_body);
+                    self.give_buf(head_base);
+                    break 'targets;
+                }
+                let lease = match self.credentials.acquire(target.provider).await {
+                    Ok(lease) if tried.contains(&(lease.key, lease.version)) => {
+                        // Round robin came back to one that failed: this
+                        // provider has nothing new to offer.
+                        self.credentials.release(lease, Outcome::Cancelled);
+                        break;
+                    }
+                    Ok(lease) => lease,
+                    Err(why) => {
+                        failure = Some(Failure::NoCredential {
+                            provider: target.provider,
+                            why,
+                        });
+                        break;
+                    }
+                };
+                attempts += 1;
+                if attempts > 1 {
+                    resp.exchange().retries = resp.exchange().retries.saturating_add(1);
+                    crate::runtime::sleep(self.backoff(attempts)).await;
+                }
+                {
+                    let ex = resp.exchange();
+                    ex.provider = Some(target.provider as u16);
+                    ex.model_served = ModelName::new(upstream_name);
+                }
+                let mut head = self.take_buf();
+                head.extend_from_slice(&head_base);
+                head.extend_from_slice(&lease.auth);
+                write::content_length(&mut head, upstream_body.len() as u64);
+                head.extend_from_slice(b"\r\n");
+                let upstream_req = UpstreamRequest {
+                    method: Method::Post,
+                    head: &head,
+                    body: &upstream_body,
+                };
+                let timeouts = &self.config.timeouts;
+                let upstream_started = Instant::now();
+                let mut scratch = self.take_buf();
+                let result = exchange(
+                    &self.pool,
+                    &provider.key,
+                    &upstream_req,
+                    timeouts.upstream_head,
+                    &mut scratch,
+                )
+                .await;
+                self.give_buf(head);
+                self.give_buf(scratch);
+                tried.push((lease.key, lease.version));
+                let untried_here = self.credentials.count(target.provider)
+                    > tried
+                        .iter()
+                        .filter(|(k, _)| k.provider as usize == target.provider)
+                        .count();
+                let more_to_try = attempts < max_attempts && (untried_here || !is_last_target);
+                let upstream = match result {
+                    Ok(upstream) => upstream,
+                    Err(e) => {
+                        self.credentials.release(lease, Outcome::Network);
+                        resp.exchange().error = upstream_error_class(&e);
+                        failure = Some(Failure::Upstream(GatewayError::new(
+                            e.status(),
+                            e.code(),
+                            e.to_string(),
+                        )));
+                        if more_to_try {
+                            continue;
+                        }
+                        break;
+                    }
+                };
+                let status = upstream.head.status;
+                let outcome = outcome_of(&upstream);
+                // A failure the next credential or provider may not have:
+                // try again, as long as nothing reached the client.
+                let retryable = matches!(
+                    outcome,
+                    Outcome::RateLimited { .. } | Outcome::ServerError | Outcome::AuthFailed
+                );
+                // A refused OAuth token comes back refreshed: worth a retry
+                // even when it is the only credential.
+                let refreshed_soon = outcome == Outcome::AuthFailed
+                    && attempts < max_attempts
+                    && self.credentials.refreshable(target.provider);
+                if retryable && (more_to_try || refreshed_soon) {
+                    self.credentials.release(lease, outcome);
+                    failure = Some(Failure::Status(status));
+                    // The error body is not read: the connection is dropped.
+                    drop(upstream);
+                    continue;
+                }
+                {
+                    let ex = resp.exchange();
+                    ex.upstream_latency_us = Some(upstream_started.elapsed().as_micros() as u64);
+                    ex.upstream_status = Some(status);
+                    ex.error = if status >= 400 {
+                        ErrorClass::UpstreamStatus
+                    } else {
+                        ErrorClass::None
+                    };
+                }
+                self.give_buf(upstream_body);
+                self.give_buf(head_base);
+                let idle = timeouts.upstream_body_idle;
+                let result = match translation {
+                    None => {
+                        let scan = scanner_for(provider.dialect);
+                        forward_response(
+                            upstream,
+                            &self.pool,
+                            idle,
+                            resp,
+                            tracked.as_ref(),
+                            scan,
+                            dialect,
+                        )
+                        .await
+                    }
+                    Some((stream, include_usage)) => {
+                        let t = Translation {
+                            client: dialect,
+                            provider: provider.dialect,
+                            client_model: &model,
+                            stream,
+                            opts: EncodeOptions {
+                                created: resp.exchange().started_unix_us / 1_000_000,
+                                include_usage,
+                                json_array: call.gemini_json_array,
+                            },
+                            buffers: &self.buffers,
+                        };
+                        relay_translated(upstream, &self.pool, idle, resp, tracked.as_ref(), &t)
+                            .await
+                    }
+                };
+                self.credentials.release(lease, outcome);
+                return result;
+            }
+            self.give_buf(upstream_body);
+            self.give_buf(head_base);
+        }
+        match failure {
+            Some(Failure::NoCredential { provider, why }) => {
+                let name = &self.config.providers[provider].name;
+                let (status, message, retry_after) = match why {
+                    NoCredential::Unavailable { retry_after } => (
+                        503,
+                        format!(
+                            "no credential of provider `{name}` is available for the model `{model}` (all cooling down, disabled or rejected)"
+                        ),
+                        retry_after,
+                    ),
+                    NoCredential::Busy => (
+                        429,
+                        format!(
+                            "every credential of provider `{name}` is at its concurrency limit for the model `{model}`; try again shortly"
+                        ),
+                        Some(Duration::from_secs(1)),
+                    ),
+                };
+                resp.exchange().error = ErrorClass::UpstreamStatus;
+                let info = ErrorInfo::new(status, message);
+                let mut out = Vec::with_capacity(256);
+                translate::encode_error(dialect, &info, &mut out);
+                let secs = retry_after.map(|d| d.as_secs().max(1).to_string());
+                let headers: Vec<(&[u8], &[u8])> = match &secs {
+                    Some(s) => vec![(b"retry-after".as_slice(), s.as_bytes())],
+                    None => Vec::new(),
+                };
+                resp.send(status, b"application/json", &headers, &out).await
+            }
+            Some(Failure::Upstream(err)) => self.reject(resp, dialect, &err).await,
+            Some(Failure::Status(status)) => {
+                let err = GatewayError::new(
+                    if status >= 500 { 502 } else { status },
+                    "upstream_failed",
+                    format!("every attempt for the model `{model}` failed; the last upstream status was {status}"),
+                );
+                self.reject(resp, dialect, &err).await
+            }
+            None => {
+                let err = GatewayError::new(502, "upstream_failed", "no attempt could be made");
+                self.reject(resp, dialect, &err).await
             }
         }
+    }
+
+    /// The pause before attempt `n` (n >= 2): the base backoff doubled per
+    /// attempt, with up to 50% random jitter so retries from many requests
+    /// do not arrive together.
+    fn backoff(&self, n: usize) -> Duration {
+        let base = self.config.retry_backoff * (1u32 << (n.saturating_sub(2)).min(6));
+        let jitter = self.jitter.get();
+        // xorshift: cheap, per shard, good enough to spread retries.
+        let mut x = jitter;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.jitter.set(x);
+        base + base.mul_f64((x % 1000) as f64 / 2000.0)
     }
 
     /// Decodes a client body in `client`'s protocol and writes it in
     /// `provider`'s, naming `upstream_model`. Returns whether the answer is
     /// streamed and whether an OpenAI client wants the usage chunk.
+    // The arguments are the two protocols and what the route decided;
+    // bundling them would only move the list into a struct used once.
+    #[allow(clippy::too_many_arguments)]
     fn translate_request(
         &self,
         client: Dialect,
@@ -344,6 +536,7 @@ impl Gateway {
         body: &[u8],
         upstream_model: &str,
         stream: bool,
+        defaults: Option<&ModelDefaults>,
         out: &mut Vec<u8>,
     ) -> Result<(bool, bool), TranslateError> {
         let mut work = self.take_buf();
@@ -355,6 +548,14 @@ impl Gateway {
                 ir.stream = stream;
             }
             ir.model = Cow::Borrowed(upstream_model);
+            if let Some(d) = defaults {
+                ir.temperature = ir.temperature.or(d.temperature);
+                ir.top_p = ir.top_p.or(d.top_p);
+                ir.max_tokens = ir.max_tokens.or(d.max_tokens);
+                if d.thinking == Some(false) {
+                    ir.thinking = None;
+                }
+            }
             translate::encode_request(provider, &ir, out);
             Ok((ir.stream, ir.include_usage))
         })();
@@ -410,6 +611,30 @@ impl Gateway {
                 send_translated_error(resp, dialect, &info).await
             }
         }
+    }
+}
+
+/// Why no answer could be relayed, for the error sent instead.
+enum Failure {
+    NoCredential { provider: usize, why: NoCredential },
+    Upstream(GatewayError),
+    Status(u16),
+}
+
+/// How an upstream answer counts for its credential's health.
+fn outcome_of(upstream: &crate::upstream::UpstreamResponse) -> Outcome {
+    match upstream.head.status {
+        429 => Outcome::RateLimited {
+            retry_after: upstream
+                .head
+                .header(&upstream.head_bytes, "retry-after")
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs),
+        },
+        401 | 403 => Outcome::AuthFailed,
+        500..=599 => Outcome::ServerError,
+        _ => Outcome::Success,
     }
 }
 
@@ -544,6 +769,19 @@ impl Gateway {
                 }
                 _ => method_not_allowed(resp, b"GET, HEAD").await,
             },
+            b"/admin/credentials" => {
+                if let Some(err) = self.authenticate_admin(&req) {
+                    return resp.send_error(&err).await;
+                }
+                match method {
+                    Method::Get | Method::Head => {
+                        let body = self.credentials.hub().admin_json();
+                        resp.send(200, b"application/json", &[], body.as_bytes())
+                            .await
+                    }
+                    _ => method_not_allowed(resp, b"GET, HEAD").await,
+                }
+            }
             b"/admin/stats" | b"/admin/requests" => {
                 if let Some(err) = self.authenticate_admin(&req) {
                     return resp.send_error(&err).await;
@@ -727,6 +965,31 @@ fn forward_request_headers(req: &Request<'_>, out: &mut Vec<u8>) {
         }
         write::header(out, name, h.value.get(req.raw_head));
     }
+}
+
+/// The routing table of the config's `[[models]]`.
+pub fn model_table(config: &Config) -> ModelTable {
+    let specs = config
+        .models
+        .iter()
+        .map(|m| ModelSpec {
+            name: m.name.clone(),
+            aliases: m.aliases.clone(),
+            provider: m.provider,
+            upstream_model: m.upstream_model.clone(),
+            fallbacks: m.fallbacks.clone(),
+            defaults: ModelDefaults {
+                temperature: m.defaults.temperature,
+                top_p: m.defaults.top_p,
+                max_tokens: m.defaults.max_tokens,
+                thinking: m.defaults.thinking,
+            },
+        })
+        .collect();
+    let names: Vec<String> = config.providers.iter().map(|p| p.name.clone()).collect();
+    // The config was validated: names are unique and globs well formed.
+    ModelTable::new(specs, &names, config.default_provider)
+        .unwrap_or_else(|e| panic!("model table from a validated config: {e}"))
 }
 
 /// Parses the rest of a Gemini model path, `{model}:{method}`, and the

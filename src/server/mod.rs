@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod conn;
+pub mod credentials;
 pub mod errors;
 pub mod exchange;
 pub mod forward;
@@ -85,6 +86,8 @@ pub struct BoundGateway {
     telemetry: Arc<telemetry::SharedTelemetry>,
     /// The access log: its writer thread and each shard's ring producer.
     log: Option<(LogWriterHandle, Vec<LogProducer>)>,
+    /// Every provider's credentials, loaded at bind.
+    credentials: Arc<credentials::CredentialHub>,
     /// The address actually bound (the port resolved if 0 was asked).
     pub local_addr: std::net::SocketAddr,
 }
@@ -112,7 +115,12 @@ impl BoundGateway {
             config.limits.max_tracked_requests,
             log.as_ref().map(|(writer, _)| writer.stats()),
         );
+        let credentials = credentials::CredentialHub::load(&config, shards);
+        for problem in &credentials.load_errors {
+            eprintln!("shardgate: {problem}");
+        }
         Ok(BoundGateway {
+            credentials,
             telemetry,
             log,
             config: Arc::new(config),
@@ -146,6 +154,7 @@ impl BoundGateway {
         };
         let producers: Arc<Mutex<Vec<Option<LogProducer>>>> = Arc::new(Mutex::new(producers));
         let sample_rate = config.log.sample_rate;
+        let hub = self.credentials;
         let seed = self.global.id_seed;
         let result = shard::run_shards(
             spec,
@@ -177,7 +186,14 @@ impl BoundGateway {
                         request: Vec::new(),
                         response: Vec::new(),
                     });
-                gateway::Gateway::new(config.clone(), state, pool, telemetry.clone(), log)
+                gateway::Gateway::new(
+                    config.clone(),
+                    state,
+                    pool,
+                    telemetry.clone(),
+                    log,
+                    hub.clone(),
+                )
             },
         )
         .map_err(ServeError::Shards);

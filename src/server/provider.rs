@@ -22,12 +22,12 @@ pub const ANTHROPIC_VERSION: &[u8] = b"2023-06-01";
 pub struct ProviderRoute {
     pub key: PoolKey,
     pub dialect: Dialect,
-    /// `POST {prefix}/chat/completions HTTP/1.1` with host and credentials:
-    /// the whole static head of OpenAI's hot path.
+    /// `POST {prefix}/chat/completions HTTP/1.1` with the host: the static
+    /// head of OpenAI's hot path.
     pub chat_head: Vec<u8>,
     /// The base URL's path prefix, e.g. `/v1` or `/v1beta`.
     prefix: String,
-    /// The `host` header and the credential header(s), rendered.
+    /// The `host` header, rendered.
     host_and_auth: Vec<u8>,
 }
 
@@ -50,22 +50,8 @@ impl ProviderRoute {
         };
         let mut host_and_auth = Vec::with_capacity(128);
         write::header(&mut host_and_auth, b"host", host.as_bytes());
-        if let Some(key) = &provider.api_key {
-            let key = key.expose().as_bytes();
-            match provider.protocol {
-                ProviderProtocol::OpenAi => {
-                    let mut value = b"Bearer ".to_vec();
-                    value.extend_from_slice(key);
-                    write::header(&mut host_and_auth, b"authorization", &value);
-                }
-                ProviderProtocol::Anthropic => {
-                    write::header(&mut host_and_auth, b"x-api-key", key);
-                }
-                ProviderProtocol::Gemini => {
-                    write::header(&mut host_and_auth, b"x-goog-api-key", key);
-                }
-            }
-        }
+        // Credentials are not part of the static head: each request adds
+        // the header of the credential its pool lent it.
         let dialect = match provider.protocol {
             ProviderProtocol::OpenAi => Dialect::OpenAiChat,
             ProviderProtocol::Anthropic => Dialect::Anthropic,
@@ -89,7 +75,7 @@ impl ProviderRoute {
         route
     }
 
-    /// Writes the request line, host and credentials for `op` on `model`
+    /// Writes the request line and host for `op` on `model`
     /// (Gemini names the model in the path). `gemini_query` replaces the
     /// query Gemini's streaming path gets (`alt=sse`), for a client that
     /// asked for another stream format.
@@ -171,21 +157,21 @@ mod tests {
     }
 
     #[test]
-    fn each_protocol_gets_its_path_and_credential_header() {
+    fn each_protocol_gets_its_path_and_host() {
         let openai = route("openai", "https://api.example.com/v1");
         assert_eq!(
             String::from_utf8(openai.chat_head.clone()).unwrap(),
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: api.example.com\r\nauthorization: Bearer k1\r\n"
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: api.example.com\r\n"
         );
         let anthropic = route("anthropic", "http://127.0.0.1:9000/v1");
         assert_eq!(
             head(&anthropic, Operation::CountTokens, "m", None),
-            "POST /v1/messages/count_tokens HTTP/1.1\r\nhost: 127.0.0.1:9000\r\nx-api-key: k1\r\n"
+            "POST /v1/messages/count_tokens HTTP/1.1\r\nhost: 127.0.0.1:9000\r\n"
         );
         let gemini = route("gemini", "https://g.example.com/v1beta");
         assert_eq!(
             head(&gemini, Operation::Generate { stream: true }, "gemini 2/x", None),
-            "POST /v1beta/models/gemini%202%2Fx:streamGenerateContent?alt=sse HTTP/1.1\r\nhost: g.example.com\r\nx-goog-api-key: k1\r\n"
+            "POST /v1beta/models/gemini%202%2Fx:streamGenerateContent?alt=sse HTTP/1.1\r\nhost: g.example.com\r\n"
         );
         assert!(head(
             &gemini,

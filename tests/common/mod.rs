@@ -351,6 +351,8 @@ pub struct ConfigBuilder {
     pub sections: Vec<(String, Vec<(String, String)>)>,
     /// Raw TOML appended at the end.
     pub extra: String,
+    /// Raw TOML lines added to the `mock` provider's table.
+    pub provider_extra: Vec<String>,
 }
 
 impl ConfigBuilder {
@@ -369,6 +371,7 @@ impl ConfigBuilder {
             extra_ca_file: None,
             sections: Vec::new(),
             extra: String::new(),
+            provider_extra: Vec::new(),
         }
     }
 
@@ -497,6 +500,9 @@ impl ConfigBuilder {
         let _ = writeln!(t, "protocol = \"openai\"");
         let _ = writeln!(t, "base_url = {}", toml_str(&self.base_url));
         let _ = writeln!(t, "api_key = {}", toml_str(PROVIDER_KEY));
+        for line in &self.provider_extra {
+            let _ = writeln!(t, "{line}");
+        }
         if self.default_provider {
             let _ = writeln!(t, "\n[routing]");
             let _ = writeln!(t, "default_provider = \"mock\"");
