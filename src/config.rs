@@ -2851,4 +2851,128 @@ base_url = "https://api.openai.com/v1"
         .unwrap_err();
         assert!(e.message.contains("also a client key"), "{e}");
     }
+
+    #[test]
+    fn credential_pools_collect_every_key_once() {
+        let text = format!(
+            "{PROVIDER}api_key = \"k-a\"\napi_keys = [\"k-b\", \"k-a\"]\napi_keys_env = [\"POOL_KEY\"]\n"
+        );
+        let cfg = Config::from_toml_with_env(&text, "t.toml", env(&[("POOL_KEY", "k-c")])).unwrap();
+        let keys: Vec<&str> = cfg.providers[0]
+            .api_keys
+            .iter()
+            .map(|k| k.expose())
+            .collect();
+        assert_eq!(keys, ["k-a", "k-b", "k-c"]);
+        assert_eq!(cfg.providers[0].api_key.as_ref().unwrap().expose(), "k-a");
+        assert_eq!(cfg.providers[0].pool, PoolSettings::default());
+        let e = parse_err(&format!("{PROVIDER}api_keys = [\"\"]\n"));
+        assert!(e.message.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn oauth_sources_and_pool_settings_are_validated() {
+        let cfg = parse(&format!(
+            "{PROVIDER}oauth = {{ kind = \"qwen-code\", paths = [\"/creds\"], token_uri = \"http://127.0.0.1:9/token\", client_id = \"cid\" }}\npool = {{ selection = \"least_in_flight\", max_in_flight = 4, cooldown_max_ms = 0 }}\n"
+        ))
+        .unwrap();
+        let p = &cfg.providers[0];
+        let o = p.oauth.as_ref().unwrap();
+        assert_eq!(o.kind, "qwen-code");
+        assert_eq!(o.paths, [PathBuf::from("/creds")]);
+        assert_eq!(o.refresh_margin, Duration::from_secs(300));
+        assert_eq!(p.pool.selection, SelectionPolicy::LeastInFlight);
+        assert_eq!(p.pool.max_in_flight, 4);
+        assert_eq!(p.pool.cooldown_max, Duration::ZERO);
+
+        let e = parse_err(&format!(
+            "{PROVIDER}oauth = {{ kind = \"claude\", paths = [\"/x\"] }}\n"
+        ));
+        assert!(e.message.contains("unknown oauth kind"), "{e}");
+        assert!(e.line.is_some());
+        let e = parse_err(&format!(
+            "{PROVIDER}oauth = {{ kind = \"gemini-cli\", paths = [] }}\n"
+        ));
+        assert!(e.message.contains("oauth.paths is empty"), "{e}");
+        let e = parse_err(&format!(
+            "{PROVIDER}oauth = {{ kind = \"gemini-cli\", paths = [\"/x\"], token_uri = \"ftp://x\" }}\n"
+        ));
+        assert!(e.message.contains("token_uri"), "{e}");
+        let e = parse_err(&format!("{PROVIDER}pool = {{ selection = \"random\" }}\n"));
+        assert!(e.message.contains("pool.selection"), "{e}");
+        assert!(e.hint.as_deref().unwrap().contains("round_robin"));
+        let e = parse_err(&format!("{PROVIDER}oauth = {{ kind = \"gemini-cli\", paths = [\"/x\"], client_secret_env = \"NOPE_UNSET\" }}\n"));
+        assert!(e.message.contains("NOPE_UNSET"), "{e}");
+    }
+
+    #[test]
+    fn models_take_aliases_patterns_fallbacks_and_defaults() {
+        let cfg = parse(&format!(
+            "{PROVIDER}\n[[models]]\nname = \"gpt-*\"\nprovider = \"openai\"\n\n[[models]]\nname = \"main\"\nprovider = \"openai\"\naliases = [\"m\"]\nfallbacks = [\"gpt-4o\", \"openai/other\"]\ndefaults = {{ temperature = 0.5, max_tokens = 100, thinking = false }}\n"
+        ))
+        .unwrap();
+        let m = &cfg.models[1];
+        assert_eq!(m.aliases, ["m"]);
+        assert_eq!(m.fallbacks, ["gpt-4o", "openai/other"]);
+        assert_eq!(m.defaults.temperature, Some(0.5));
+        assert_eq!(m.defaults.max_tokens, Some(100));
+        assert_eq!(m.defaults.thinking, Some(false));
+
+        let model = |extra: &str| {
+            format!("{PROVIDER}\n[[models]]\nname = \"main\"\nprovider = \"openai\"\n{extra}")
+        };
+        let e = parse_err(&model("fallbacks = [\"nowhere\"]\n"));
+        assert!(e.message.contains("\"nowhere\" is not a model"), "{e}");
+        let e = parse_err(&model("aliases = [\"main\"]\n"));
+        assert!(e.message.contains("duplicate"), "{e}");
+        let e = parse_err(&model("defaults = { temperature = 3.0 }\n"));
+        assert!(e.message.contains("temperature"), "{e}");
+        let e = parse_err(&format!(
+            "{PROVIDER}\n[[models]]\nname = \"a*b*\"\nprovider = \"openai\"\n"
+        ));
+        assert!(e.message.contains("more than one"), "{e}");
+    }
+
+    #[test]
+    fn routing_rules_are_validated_in_order() {
+        let base = format!("{PROVIDER}\n[[models]]\nname = \"small\"\nprovider = \"openai\"\n");
+        let cfg = parse(&format!(
+            "{base}\n[routing]\nretries = 3\n\n[[routing.rules]]\nwhen = \"background\"\nmodels = [\"claude-3-5-haiku*\"]\ntarget = \"small\"\n\n[[routing.rules]]\nwhen = \"long_context\"\nmin_tokens = 1000\ntarget = \"openai/big\"\n\n[[routing.rules]]\nwhen = \"thinking\"\ntarget = \"small\"\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.retries, 3);
+        assert_eq!(
+            cfg.rules.iter().map(|r| r.when.clone()).collect::<Vec<_>>(),
+            [
+                RuleWhen::Background {
+                    models: vec!["claude-3-5-haiku*".into()]
+                },
+                RuleWhen::LongContext { min_tokens: 1000 },
+                RuleWhen::Thinking
+            ]
+        );
+        let rule = |r: &str| format!("{base}\n[[routing.rules]]\n{r}");
+        let e = parse_err(&rule("when = \"background\"\ntarget = \"small\"\n"));
+        assert!(e.message.contains("needs `models`"), "{e}");
+        let e = parse_err(&rule("when = \"long_context\"\ntarget = \"small\"\n"));
+        assert!(e.message.contains("min_tokens"), "{e}");
+        let e = parse_err(&rule("when = \"sometimes\"\ntarget = \"small\"\n"));
+        assert!(e.message.contains("unknown rule condition"), "{e}");
+        let e = parse_err(&rule("when = \"thinking\"\ntarget = \"missing\"\n"));
+        assert!(e.message.contains("not a model"), "{e}");
+        let e = parse_err(&format!("{base}\n[routing]\nretries = 99\n"));
+        assert!(e.message.contains("at most 10"), "{e}");
+    }
+
+    #[test]
+    fn glob_matching() {
+        assert!(glob_matches("claude-*", "claude-3-5-haiku"));
+        assert!(glob_matches("*-mini", "gpt-4o-mini"));
+        assert!(glob_matches("a*b*c", "aXXbYYc"));
+        assert!(!glob_matches("a*b*c", "aXXcYYb"));
+        assert!(glob_matches("exact", "exact"));
+        assert!(!glob_matches("exact", "exactly"));
+        assert!(glob_matches("*", ""));
+        assert!(!glob_matches("ab*ba", "aba"));
+    }
 }

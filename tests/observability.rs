@@ -364,7 +364,8 @@ fn access_log_has_one_line_per_request() {
         assert_eq!(v["retries"], 0, "{v}");
         assert_eq!(v["error"], Value::Null, "{v}");
         assert_eq!(v["client_key"], Value::Null, "{v}");
-        assert_eq!(v["credential"], Value::Null, "{v}");
+        // The credential by its label (provider/key-N), never the key.
+        assert_eq!(v["credential"], "mock/key-1", "{v}");
         assert!(v["shard"].as_u64().unwrap() < 2, "{v}");
         let latency = v["latency_us"].as_u64().unwrap();
         let upstream = v["upstream_latency_us"].as_u64().expect("upstream latency");

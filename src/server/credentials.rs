@@ -184,6 +184,8 @@ pub struct CredentialHub {
     control_state: Mutex<Option<ControlState>>,
     /// Problems found loading credential files at start (path: reason).
     pub load_errors: Vec<String>,
+    /// Credentials known at start -> their index in the access log's names.
+    log_index: HashMap<CredKey, u16>,
 }
 
 #[derive(Clone, Debug)]
@@ -339,21 +341,31 @@ impl CredentialHub {
             next_id: next_ids,
             control_state: Mutex::new(None),
             load_errors,
+            log_index: creds
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.key, i as u16))
+                .collect(),
         };
         hub.publish_control_view(config, &creds);
         *hub.control_state.lock().unwrap_or_else(|e| e.into_inner()) = Some((creds, reports));
         Arc::new(hub)
     }
 
-    /// The labels of the credentials known at start, by provider and id,
-    /// for the access log's names table.
-    pub fn labels(&self) -> Vec<(CredKey, String)> {
+    /// The access log's credential names: `provider/label` of every
+    /// credential known at start, in the order of [`Self::log_index`].
+    pub fn log_names(&self) -> Vec<String> {
         self.control_view
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|r| (r.key, format!("{}/{}", r.provider, r.label)))
+            .map(|r| format!("{}/{}", r.provider, r.label))
             .collect()
+    }
+
+    /// A credential's index in [`Self::log_names`], if it was known at start.
+    pub fn log_index(&self, key: CredKey) -> Option<u16> {
+        self.log_index.get(&key).copied()
     }
 
     fn publish_control_view(&self, config: &Config, creds: &[ControlCred]) {

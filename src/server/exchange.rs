@@ -157,6 +157,9 @@ pub struct Exchange {
     pub ttfb_us: Option<u64>,
     pub usage: Usage,
     pub retries: u8,
+    /// The credential that served the request: its index in the access
+    /// log's credential names (credentials added after start have none).
+    pub credential: Option<u16>,
     pub error: ErrorClass,
     /// Bodies kept for the access log, when body logging is on.
     pub capture: Option<BodyCapture>,
@@ -204,6 +207,7 @@ impl Exchange {
             ttfb_us: None,
             usage: Usage::default(),
             retries: 0,
+            credential: None,
             error: ErrorClass::None,
             capture: None,
         }

@@ -345,6 +345,7 @@ impl Gateway {
                     let ex = resp.exchange();
                     ex.provider = Some(target.provider as u16);
                     ex.model_served = ModelName::new(upstream_name);
+                    ex.credential = self.credentials.hub().log_index(lease.key);
                 }
                 let mut head = self.take_buf();
                 head.extend_from_slice(&head_base);

@@ -104,8 +104,15 @@ impl BoundGateway {
         let local_addr = listeners[0]
             .local_addr()
             .map_err(|e| ServeError::Listen(listener::ListenError::Io(config.listen, e)))?;
+        let credentials = credentials::CredentialHub::load(&config, shards);
+        for problem in &credentials.load_errors {
+            eprintln!("shardgate: {problem}");
+        }
         let log = match &config.log.path {
-            Some(path) => Some(start_log(&config, path, shards).map_err(ServeError::Log)?),
+            Some(path) => Some(
+                start_log(&config, path, shards, credentials.log_names())
+                    .map_err(ServeError::Log)?,
+            ),
             None => None,
         };
         let provider_names: Vec<String> = config.providers.iter().map(|p| p.name.clone()).collect();
@@ -115,10 +122,6 @@ impl BoundGateway {
             config.limits.max_tracked_requests,
             log.as_ref().map(|(writer, _)| writer.stats()),
         );
-        let credentials = credentials::CredentialHub::load(&config, shards);
-        for problem in &credentials.load_errors {
-            eprintln!("shardgate: {problem}");
-        }
         Ok(BoundGateway {
             credentials,
             telemetry,
@@ -210,6 +213,7 @@ fn start_log(
     config: &Config,
     path: &std::path::Path,
     shards: usize,
+    credential_names: Vec<String>,
 ) -> std::io::Result<(LogWriterHandle, Vec<LogProducer>)> {
     let c = &config.log;
     let settings = LogSettings {
@@ -231,7 +235,7 @@ fn start_log(
     let names = Names {
         client_keys: config.client_keys.iter().map(|k| k.id.clone()).collect(),
         providers: config.providers.iter().map(|p| p.name.clone()).collect(),
-        credentials: Vec::new(),
+        credentials: credential_names,
     };
     let writer = LogWriter::spawn(settings, names, consumers)?;
     Ok((writer, producers))

@@ -271,7 +271,7 @@ impl Telemetry {
             status: ex.status,
             client_key: ex.client_key,
             provider: ex.provider,
-            credential: None,
+            credential: ex.credential,
             upstream_status: ex.upstream_status,
             client_protocol: match ex.route {
                 Route::ChatCompletions => ClientProtocol::OpenAiChat,
