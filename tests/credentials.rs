@@ -670,3 +670,54 @@ upstream_model = "mock-slow-400"
     assert!(ok >= 2, "{statuses:?}");
     assert_eq!(ok + refused, 3, "{statuses:?}");
 }
+
+#[test]
+fn a_failed_refresh_is_retried_with_backoff() {
+    let mock = start_mock(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    // The mock's token endpoint fails the first refresh of an `rt-flaky`
+    // token and grants the second.
+    write_oauth_file(
+        dir.path(),
+        "f.json",
+        "at-unknown",
+        "rt-flaky-1",
+        now_ms() + 3_600_000,
+    );
+    let gw = gateway_with(
+        &mock,
+        &format!(
+            r#"
+[[providers]]
+name = "f"
+protocol = "openai"
+base_url = "{}"
+oauth = {{ kind = "gemini-cli", paths = ["{}"], token_uri = "{}", client_id = "cid" }}
+
+[[models]]
+name = "f-model"
+provider = "f"
+upstream_model = "mock-model"
+"#,
+            mock_url(&mock, "/v1"),
+            dir.path().display(),
+            mock_url(&mock, "/oauth/token"),
+        ),
+    );
+    // The first request's 401 asks for a refresh, which fails: the request
+    // gets a clear error, not a hang.
+    let r = chat_to(&gw, "f-model");
+    assert!(
+        matches!(r.status, 401 | 502 | 503),
+        "{} {}",
+        r.status,
+        r.text()
+    );
+    // The control task retries (1 s backoff) and then the credential serves.
+    let ok = poll(Duration::from_secs(8), || {
+        (chat_to(&gw, "f-model").status == 200).then_some(())
+    });
+    assert!(ok.is_some(), "{}", admin_credentials(&gw));
+    assert_eq!(mock_stats(&mock)["oauth_refreshes"], 2);
+    assert!(gw.stderr().contains("refresh failed"), "{}", gw.stderr());
+}

@@ -39,8 +39,10 @@ const CONTROL_TICK: Duration = Duration::from_millis(200);
 /// How long a request waits for a refresh of the credential it picked
 /// before trying another.
 const REFRESH_WAIT: Duration = Duration::from_secs(15);
-/// After a failed refresh (the token endpoint down), the next try waits.
-const REFRESH_RETRY: Duration = Duration::from_secs(5);
+/// After a failed refresh (the token endpoint down), the next try waits
+/// this long, doubled per failure up to [`REFRESH_RETRY_MAX`].
+const REFRESH_RETRY: Duration = Duration::from_secs(1);
+const REFRESH_RETRY_MAX: Duration = Duration::from_secs(60);
 /// Access tokens this close to expiry count as expired on the request
 /// path (clock skew). Small: the control task refreshes well before, at
 /// the configured margin.
@@ -151,6 +153,11 @@ struct ControlCred {
     last_refresh_error: Option<String>,
     next_refresh_try: Option<Instant>,
     last_refresh: Option<Instant>,
+    /// A shard asked for a refresh (a 401): retried until one succeeds,
+    /// whatever the expiry says.
+    wanted: bool,
+    /// Refresh failures in a row (for the retry backoff).
+    refresh_failures: u32,
 }
 
 /// The control task's credentials and each OAuth provider's first scan.
@@ -263,6 +270,8 @@ impl CredentialHub {
                     last_refresh_error: None,
                     next_refresh_try: None,
                     last_refresh: None,
+                    wanted: false,
+                    refresh_failures: 0,
                 });
                 id = id.wrapping_add(1);
             };
@@ -903,6 +912,9 @@ pub fn start_control(config: Arc<Config>, hub: Arc<CredentialHub>, pool: Rc<Pool
                     .find(|c| c.key == key)
                     .map(|c| c.version);
                 if current == Some(version) {
+                    if let Some(c) = state.borrow_mut().iter_mut().find(|c| c.key == key) {
+                        c.wanted = true;
+                    }
                     start_refresh(&config, &hub, &state, &pool, key);
                 } else if current.is_some() {
                     // Already refreshed since the shard looked: resend the
@@ -932,7 +944,7 @@ pub fn start_control(config: Arc<Config>, hub: Arc<CredentialHub>, pool: Rc<Pool
                             .oauth
                             .as_ref()
                             .map_or(0, |o| o.refresh_margin.as_millis() as u64);
-                        c.expiry_ms.is_some_and(|e| e <= now + margin)
+                        c.wanted || c.expiry_ms.is_some_and(|e| e <= now + margin)
                     })
                     .map(|c| c.key)
                     .collect()
@@ -1073,6 +1085,8 @@ fn apply_file_changes(
                     last_refresh_error: None,
                     next_refresh_try: None,
                     last_refresh: None,
+                    wanted: false,
+                    refresh_failures: 0,
                 };
                 hub.broadcast(upsert_of(config, &c));
                 st.push(c);
@@ -1122,6 +1136,8 @@ fn start_refresh(
                 c.last_refresh_error = None;
                 c.next_refresh_try = None;
                 c.last_refresh = Some(Instant::now());
+                c.wanted = false;
+                c.refresh_failures = 0;
                 hub.broadcast(upsert_of(&config, c));
             }
             Err(RefreshFailure::Rejected(why)) => {
@@ -1134,13 +1150,17 @@ fn start_refresh(
                 hub.broadcast(Update::Dead(key));
             }
             Err(RefreshFailure::Transient(why)) => {
+                let wait = REFRESH_RETRY
+                    .saturating_mul(1 << c.refresh_failures.min(6))
+                    .min(REFRESH_RETRY_MAX);
+                c.refresh_failures += 1;
                 eprintln!(
-                    "shardgate: provider \"{name}\": credential {}: refresh failed ({why}); retrying in {}s",
+                    "shardgate: provider \"{name}\": credential {}: refresh failed ({why}); retrying in {} ms",
                     c.label,
-                    REFRESH_RETRY.as_secs()
+                    wait.as_millis()
                 );
                 c.last_refresh_error = Some(why);
-                c.next_refresh_try = Some(Instant::now() + REFRESH_RETRY);
+                c.next_refresh_try = Some(Instant::now() + wait);
                 hub.broadcast(Update::RefreshFailed(key));
             }
         }
