@@ -399,6 +399,37 @@ pub struct Config {
     pub log: LogConfig,
     /// Key for `/admin/*`; `None` turns the admin endpoints off.
     pub admin_key: Option<Secret>,
+    /// TLS for client connections: certificate chain and private key PEM
+    /// files. `None` serves plain HTTP.
+    pub client_tls: Option<ClientTls>,
+    /// Cross-origin access for browsers; `None` (the default) sends no
+    /// CORS headers and answers no preflight.
+    pub cors: Option<Cors>,
+}
+
+/// The client listener's TLS certificate and key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// The CORS policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cors {
+    /// Origins allowed (exact `scheme://host[:port]`), or `*` for any.
+    pub allowed_origins: Vec<String>,
+    /// How long browsers may cache a preflight answer.
+    pub max_age_secs: u64,
+}
+
+impl Cors {
+    /// Whether `origin` may call the gateway from a browser.
+    pub fn allows(&self, origin: &[u8]) -> bool {
+        self.allowed_origins
+            .iter()
+            .any(|o| o == "*" || o.as_bytes() == origin)
+    }
 }
 
 /// Env var overriding `log.sample_rate`.
@@ -746,6 +777,14 @@ struct RawConfig {
     models: Vec<RawModel>,
     log: RawLog,
     admin: RawAdmin,
+    cors: RawCors,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RawCors {
+    allowed_origins: Vec<Spanned<String>>,
+    max_age_secs: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -802,6 +841,8 @@ struct RawServer {
     allow_unauthenticated_public: bool,
     max_connections_per_shard: Spanned<u64>,
     drain_timeout_ms: Spanned<u64>,
+    tls_cert_file: Option<Spanned<String>>,
+    tls_key_file: Option<Spanned<String>>,
 }
 
 impl Default for RawServer {
@@ -812,6 +853,8 @@ impl Default for RawServer {
             allow_unauthenticated_public: false,
             max_connections_per_shard: unspanned(10_000),
             drain_timeout_ms: unspanned(10_000),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -1495,6 +1538,54 @@ fn validate(
     };
     let log = validate_log(src, &raw.log)?;
     let admin_key = validate_admin_key(src, &raw.admin, &client_keys, get_env)?;
+    let client_tls = match (&server.tls_cert_file, &server.tls_key_file) {
+        (None, None) => None,
+        (Some(c), Some(k)) => {
+            for f in [c, k] {
+                if f.get_ref().trim().is_empty() {
+                    return Err(src.at(f, "a TLS file path is empty".to_string(), None));
+                }
+            }
+            Some(ClientTls {
+                cert_file: PathBuf::from(c.get_ref()),
+                key_file: PathBuf::from(k.get_ref()),
+            })
+        }
+        (Some(f), None) | (None, Some(f)) => {
+            return Err(src.at(
+                f,
+                "server.tls_cert_file and server.tls_key_file go together".to_string(),
+                Some("set both (PEM files) to serve HTTPS, or neither for plain HTTP".to_string()),
+            ))
+        }
+    };
+    let cors = if raw.cors.allowed_origins.is_empty() {
+        None
+    } else {
+        for o in &raw.cors.allowed_origins {
+            let v = o.get_ref();
+            let ok = v == "*"
+                || ((v.starts_with("http://") || v.starts_with("https://"))
+                    && !v.ends_with('/')
+                    && !v.contains(char::is_whitespace));
+            if !ok {
+                return Err(src.at(
+                    o,
+                    format!("cors.allowed_origins: \"{v}\" is not an origin"),
+                    Some("an origin is scheme://host[:port] with no path, e.g. \"https://app.example.com\", or \"*\"".to_string()),
+                ));
+            }
+        }
+        Some(Cors {
+            allowed_origins: raw
+                .cors
+                .allowed_origins
+                .iter()
+                .map(|o| o.get_ref().clone())
+                .collect(),
+            max_age_secs: raw.cors.max_age_secs.unwrap_or(600),
+        })
+    };
 
     Ok(Config {
         listen,
@@ -1512,6 +1603,8 @@ fn validate(
         retry_backoff,
         log,
         admin_key,
+        client_tls,
+        cors,
     })
 }
 

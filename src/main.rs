@@ -138,9 +138,11 @@ fn serve(path: PathBuf, shards: Option<usize>) -> Result<(), String> {
 }
 
 fn run_gateway(config: Config) -> Result<(), String> {
+    let tls = config.client_tls.is_some();
     let gateway = BoundGateway::bind(config).map_err(|e| e.to_string())?;
     on_signals(&gateway.shutdown_flag())?;
-    println!("shardgate: listening on http://{}", gateway.local_addr);
+    let scheme = if tls { "https" } else { "http" };
+    println!("shardgate: listening on {scheme}://{}", gateway.local_addr);
     gateway.run().map_err(|e| e.to_string())?;
     println!("shardgate: stopped");
     Ok(())

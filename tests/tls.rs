@@ -19,6 +19,8 @@ struct TestPki {
     ca_pem: String,
     server_chain: Vec<CertificateDer<'static>>,
     server_key: PrivateKeyDer<'static>,
+    server_cert_pem: String,
+    server_key_pem: String,
 }
 
 fn make_pki() -> TestPki {
@@ -53,6 +55,8 @@ fn make_pki_for(names: &[&str]) -> TestPki {
         ca_pem: ca_cert.pem(),
         server_chain: vec![server_cert.der().clone()],
         server_key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der())),
+        server_cert_pem: server_cert.pem(),
+        server_key_pem: server_key.serialize_pem(),
     }
 }
 
@@ -251,4 +255,148 @@ fn missing_extra_ca_file_fails_at_startup() {
         "stderr: {stderr}"
     );
     assert!(!stdout.contains("listening on"));
+}
+
+// ---------------------------------------------------------------------------
+// TLS for clients: the gateway's own listener
+// ---------------------------------------------------------------------------
+
+/// A gateway serving HTTPS with the PKI's server certificate, in front of
+/// the mock; returns it with the files it needs kept alive.
+fn start_https_gateway(
+    pki: &TestPki,
+    extra: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+) -> (Proc, Proc, Vec<tempfile::NamedTempFile>) {
+    let cert = config_file(&pki.server_cert_pem);
+    let key = config_file(&pki.server_key_pem);
+    let mock = start_mock(&[]);
+    let builder = extra(
+        ConfigBuilder::for_mock(&mock)
+            .server("tls_cert_file", toml_str(cert.path().to_str().unwrap()))
+            .server("tls_key_file", toml_str(key.path().to_str().unwrap())),
+    );
+    let gw = start_gateway(&builder.build());
+    (mock, gw, vec![cert, key])
+}
+
+/// A rustls client trusting the test CA.
+fn tls_client(
+    pki: &TestPki,
+    addr: std::net::SocketAddr,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pki.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// Reads one whole response (head and a Content-Length body).
+fn read_response<S: Read>(s: &mut S) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let status: u16 = head[9..12].parse().unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[test]
+fn clients_can_connect_over_tls_with_keep_alive() {
+    let pki = make_pki();
+    let (_mock, gw, _files) = start_https_gateway(&pki, |b| b);
+    let mut s = tls_client(&pki, gw.addr);
+    for _ in 0..3 {
+        s.write_all(&chat("tls-model", &[])).unwrap();
+        let (status, body) = read_response(&mut s);
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(MOCK_ANSWER), "{body}");
+    }
+    // The gateway offers HTTP/1.1 only; this client asked for no ALPN.
+    assert_eq!(s.conn.alpn_protocol(), None);
+}
+
+#[test]
+fn tls_connections_have_the_same_limits() {
+    let pki = make_pki();
+    let (_mock, gw, _files) = start_https_gateway(&pki, |b| b.limit("max_head_bytes", 2048));
+    let mut s = tls_client(&pki, gw.addr);
+    let big = format!(
+        "GET /health HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(4096)
+    );
+    s.write_all(big.as_bytes()).unwrap();
+    let (status, body) = read_response(&mut s);
+    assert_eq!(status, 431, "{body}");
+}
+
+#[test]
+fn plain_http_on_the_tls_port_is_refused_and_a_stalled_handshake_times_out() {
+    let pki = make_pki();
+    let (_mock, gw, _files) = start_https_gateway(&pki, |b| b.timeout("header_read_ms", 500));
+    // Plain HTTP is not a TLS ClientHello: the connection ends, unanswered
+    // in HTTP.
+    let mut tcp = TcpStream::connect(gw.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.write_all(&get("/health")).unwrap();
+    let mut out = Vec::new();
+    let _ = tcp.read_to_end(&mut out);
+    assert!(
+        !out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    // A client that opens a connection and says nothing is closed after
+    // the head timeout, like a plain one.
+    let mut idle = TcpStream::connect(gw.addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = idle.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_missing_certificate_fails_at_startup_naming_the_file() {
+    let text = ConfigBuilder::new("http://127.0.0.1:9/v1")
+        .server("tls_cert_file", toml_str("/nonexistent/cert.pem"))
+        .server("tls_key_file", toml_str("/nonexistent/key.pem"))
+        .build();
+    let file = config_file(&text);
+    let (status, _out, err) = run_to_exit(
+        &["serve", "--config", file.path().to_str().unwrap()],
+        &[],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert!(!status.success());
+    assert!(err.contains("/nonexistent/cert.pem"), "{err}");
 }

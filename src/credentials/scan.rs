@@ -631,7 +631,8 @@ pub(super) mod tests {
             let out = load_parallel(&items, max_open, |&i| {
                 let now = open.fetch_add(1, Ordering::SeqCst) + 1;
                 peak.fetch_max(now, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(2));
+                // Long enough that workers overlap even on a loaded machine.
+                std::thread::sleep(Duration::from_millis(8));
                 open.fetch_sub(1, Ordering::SeqCst);
                 i * 2
             });

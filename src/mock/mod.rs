@@ -735,6 +735,7 @@ impl BoundMock {
             },
             max_connections_per_shard: 100_000,
             drain: Duration::from_secs(5),
+            tls: None,
         };
         let settings = self.settings;
         let stats = self.stats;

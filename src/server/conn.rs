@@ -171,6 +171,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 }
 
+/// Writes `bytes` and flushes (which pushes TLS records out; a no-op on
+/// TCP).
+async fn write_flush<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
 /// Serves one client connection until it closes, fails, times out, or the
 /// shard shuts down.
 pub async fn serve_connection<S, H>(
@@ -275,9 +282,7 @@ pub async fn serve_connection<S, H>(
                 let total = head_len + n as usize;
                 if conn.end - conn.start < total {
                     if conn.head.expect_continue
-                        && conn
-                            .stream
-                            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                        && write_flush(&mut conn.stream, b"HTTP/1.1 100 Continue\r\n\r\n")
                             .await
                             .is_err()
                     {
@@ -311,9 +316,7 @@ pub async fn serve_connection<S, H>(
             BodyFraming::Chunked => {
                 if conn.head.expect_continue
                     && conn.end - conn.start == head_len
-                    && conn
-                        .stream
-                        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    && write_flush(&mut conn.stream, b"HTTP/1.1 100 Continue\r\n\r\n")
                         .await
                         .is_err()
                 {

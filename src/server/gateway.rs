@@ -668,6 +668,12 @@ impl Service for Gateway {
         resp: &mut super::responder::Responder<'_, S>,
     ) -> io::Result<()> {
         self.telemetry.recorder.request_started();
+        if let Some(cors) = &self.config.cors {
+            if let Some(done) = cors_headers(cors, &req, resp) {
+                self.telemetry.recorder.request_finished();
+                return done.await;
+            }
+        }
         let result = self.route(req, resp).await;
         self.telemetry.recorder.request_finished();
         result
@@ -966,6 +972,56 @@ fn forward_request_headers(req: &Request<'_>, out: &mut Vec<u8>) {
         }
         write::header(out, name, h.value.get(req.raw_head));
     }
+}
+
+/// Applies the CORS policy: an allowed origin gets its
+/// `access-control-*` headers on every response, and a preflight is
+/// answered here (it carries no credentials, so it precedes auth). Returns
+/// the preflight answer to send, if it was one.
+fn cors_headers<'r, 'a, S: AsyncWrite + Unpin>(
+    cors: &crate::config::Cors,
+    req: &Request<'_>,
+    resp: &'r mut super::responder::Responder<'a, S>,
+) -> Option<impl std::future::Future<Output = io::Result<()>> + use<'r, 'a, S>> {
+    let origin = req.header("origin")?;
+    if !cors.allows(origin) {
+        return None;
+    }
+    let mut lines = Vec::with_capacity(160);
+    write::header(&mut lines, b"access-control-allow-origin", origin);
+    write::header(&mut lines, b"vary", b"origin");
+    if req.head.method == Method::Options && req.header("access-control-request-method").is_some() {
+        write::header(
+            &mut lines,
+            b"access-control-allow-methods",
+            b"GET, POST, OPTIONS",
+        );
+        let headers = req
+            .header("access-control-request-headers")
+            .filter(|h| h.iter().all(|&b| b.is_ascii_alphanumeric() || b"-, _".contains(&b)))
+            .unwrap_or(b"authorization, content-type, x-api-key, x-goog-api-key, anthropic-version, anthropic-beta");
+        write::header(&mut lines, b"access-control-allow-headers", headers);
+        write::header(
+            &mut lines,
+            b"access-control-max-age",
+            itoa::Buffer::new().format(cors.max_age_secs).as_bytes(),
+        );
+        resp.always_add(&lines);
+        resp.exchange().route = Route::Other;
+        return Some(async move {
+            // 204: no body, and no Content-Length (RFC 9110 8.6).
+            resp.begin(204);
+            resp.end_head(super::responder::BodyFraming::None);
+            resp.flush().await
+        });
+    }
+    write::header(
+        &mut lines,
+        b"access-control-expose-headers",
+        b"x-request-id, retry-after",
+    );
+    resp.always_add(&lines);
+    None
 }
 
 /// The routing table of the config's `[[models]]`.

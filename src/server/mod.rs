@@ -23,6 +23,7 @@ pub mod responder;
 pub mod shard;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls_listener;
 pub mod translated;
 
 use std::rc::Rc;
@@ -49,7 +50,7 @@ impl std::fmt::Display for ServeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ServeError::Listen(e) => e.fmt(f),
-            ServeError::Tls(e) => write!(f, "upstream TLS setup failed: {e}"),
+            ServeError::Tls(e) => write!(f, "TLS setup failed: {e}"),
             ServeError::Log(e) => write!(f, "cannot open the access log: {e}"),
             ServeError::Shards(e) => e.fmt(f),
         }
@@ -83,6 +84,8 @@ pub struct BoundGateway {
     listeners: Vec<std::net::TcpListener>,
     global: Arc<GlobalState>,
     tls: Arc<rustls::ClientConfig>,
+    /// TLS for client connections, when configured.
+    client_tls: Option<Arc<rustls::ServerConfig>>,
     telemetry: Arc<telemetry::SharedTelemetry>,
     /// The access log: its writer thread and each shard's ring producer.
     log: Option<(LogWriterHandle, Vec<LogProducer>)>,
@@ -99,6 +102,10 @@ impl BoundGateway {
         let shards = shard_count(&config);
         shard::ensure_memlock(shards).map_err(ServeError::Shards)?;
         let tls = tls::client_config(config.extra_ca_file.as_deref()).map_err(ServeError::Tls)?;
+        let client_tls = match &config.client_tls {
+            Some(t) => Some(tls_listener::server_config(t).map_err(ServeError::Tls)?),
+            None => None,
+        };
         let listeners =
             listener::bind_listeners(config.listen, shards).map_err(ServeError::Listen)?;
         let local_addr = listeners[0]
@@ -127,6 +134,7 @@ impl BoundGateway {
             telemetry,
             log,
             config: Arc::new(config),
+            client_tls,
             listeners,
             global: GlobalState::new(shards),
             tls,
@@ -148,6 +156,7 @@ impl BoundGateway {
             conn: conn_settings(&config),
             max_connections_per_shard: config.limits.max_connections_per_shard,
             drain: config.timeouts.drain,
+            tls: self.client_tls,
         };
         let tls = self.tls;
         let telemetry = self.telemetry;

@@ -36,6 +36,8 @@ pub struct Responder<'a, S> {
     head_only: bool,
     framing: Option<BodyFraming>,
     exchange: &'a mut Exchange,
+    /// Header lines every response head of this request carries (CORS).
+    always: Vec<u8>,
 }
 
 impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
@@ -56,7 +58,14 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
             head_only,
             framing: None,
             exchange,
+            always: Vec::new(),
         }
+    }
+
+    /// Adds header lines (`name: value\r\n`) to whatever head this request
+    /// answers with, errors included.
+    pub fn always_add(&mut self, lines: &[u8]) {
+        self.always.extend_from_slice(lines);
     }
 
     /// What this request did so far; handlers fill in what they learn.
@@ -96,6 +105,7 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
         // the framing still follows what the client understands.
         write::status_line(self.out, Version::Http11, status);
         write::header(self.out, b"x-request-id", self.exchange.id.as_bytes());
+        self.out.extend_from_slice(&self.always);
         self.exchange.status = status;
     }
 
@@ -147,6 +157,9 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
     pub async fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
             self.stream.write_all(self.out).await?;
+            // A no-op on a TCP stream; on TLS it pushes out the records
+            // still held in the session.
+            self.stream.flush().await?;
             let n = self.out.len();
             self.sent(n);
             self.out.clear();
@@ -170,6 +183,7 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
         }
         if !data.is_empty() {
             self.stream.write_all(data).await?;
+            self.stream.flush().await?;
             self.sent(data.len());
         }
         Ok(())

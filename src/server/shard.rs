@@ -70,6 +70,8 @@ pub struct ShardSpec {
     pub max_connections_per_shard: usize,
     /// Time in-flight requests get to finish after shutdown begins.
     pub drain: Duration,
+    /// TLS for client connections; `None` serves plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Why the shards could not run.
@@ -291,11 +293,30 @@ async fn serve_shard<H: Service + 'static>(
         let guard = ConnectionGuard(state.clone());
         let service = service.clone();
         let settings = settings.clone();
-        glommio::spawn_local(async move {
-            serve_connection(stream, &*service, &settings, &guard.0).await;
-            drop(guard);
-        })
-        .detach();
+        match &spec.tls {
+            None => {
+                glommio::spawn_local(async move {
+                    serve_connection(stream, &*service, &settings, &guard.0).await;
+                    drop(guard);
+                })
+                .detach();
+            }
+            Some(tls) => {
+                let acceptor = futures_rustls::TlsAcceptor::from(tls.clone());
+                glommio::spawn_local(async move {
+                    // The handshake is bounded like a request head, so a
+                    // client that stalls in it holds its slot no longer.
+                    let handshake =
+                        crate::runtime::timeout(settings.header_read, acceptor.accept(stream))
+                            .await;
+                    if let Some(Ok(stream)) = handshake {
+                        serve_connection(stream, &*service, &settings, &guard.0).await;
+                    }
+                    drop(guard);
+                })
+                .detach();
+            }
+        }
     }
     drop(listener);
     state.global.shards_serving.fetch_sub(1, Ordering::SeqCst);

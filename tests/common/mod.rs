@@ -113,8 +113,15 @@ impl Proc {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(pos) = line.find("listening on http://") {
-                        let text = line[pos + "listening on http://".len()..].trim();
+                    let found = line
+                        .find("listening on http://")
+                        .map(|p| p + "listening on http://".len())
+                        .or_else(|| {
+                            line.find("listening on https://")
+                                .map(|p| p + "listening on https://".len())
+                        });
+                    if let Some(start) = found {
+                        let text = line[start..].trim();
                         let addr: SocketAddr = text
                             .parse()
                             .unwrap_or_else(|e| panic!("{name}: bad address {text:?}: {e}"));
