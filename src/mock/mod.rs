@@ -45,7 +45,10 @@
 //!   `anthropic_requests`, `gemini_requests` (that protocol's model
 //!   requests, token counts and refused ones included); `oauth_refreshes`
 //!   (token endpoint calls), `oauth_refreshes_by_token` (`{refresh token:
-//!   calls}`), `requests_by_key` (`{presented key: model requests}`).
+//!   calls}`), `requests_by_key` (`{presented key: model requests}`),
+//!   `peer_closed` (connections the peer closed while the mock was still
+//!   sending an answer, or holding one back with `stall`: a gateway that
+//!   drops its upstream request shows up here).
 //! - `POST /mock/reset-stats`: zeroes `oauth_refreshes`,
 //!   `oauth_refreshes_by_token` (so a `rt-flaky` token fails first again)
 //!   and `requests_by_key`; the other counters and the issued tokens stay.
@@ -67,6 +70,8 @@
 //! - a key containing `fail429` gets 429 with `retry-after: 2`, `fail500`
 //!   500, `fail401` 401, `fail403` 403 (an issued token of a refresh token
 //!   with a marker carries it too);
+//! - a key containing `fault-<mode>` gets that fault (see Faults) on
+//!   generation requests; token counts and model lists ignore it;
 //! - with `--require-key`, no key at all gets 401;
 //! - any other key (or none) changes nothing.
 //!
@@ -127,11 +132,38 @@
 //!   the connection closes mid-body: no `[DONE]`, `message_stop`,
 //!   `finishReason` nor last HTTP chunk.
 //!
+//!
+//! # Faults
+//!
+//! `fault-<mode>` in the model name (`mock-fault-<mode>`) or in the key
+//! (the key's wins) picks a transport-level fault of a generation request,
+//! in every protocol, after `latency`:
+//!
+//! - `reset-head`: the request is read, then the connection is reset
+//!   (SO_LINGER 0: an RST, no byte and no FIN sent).
+//! - `reset-body`: the head and half of the body (streamed: the head
+//!   events and the first content events), then a reset.
+//! - `stall`: the request is read and never answered; the connection
+//!   stays open until the peer closes it (counted in `peer_closed`) or
+//!   the mock shuts down.
+//! - `garbage-head`: `HTTP/1.1 2xx garbage` and non-HTTP bytes instead of
+//!   a head, then the connection closes.
+//! - `truncated-sse`: the same as `mock-stream-truncate`.
+//! - `trickle` / `trickle-<ms>`: the head at once, then the body (a stream
+//!   in its chunk framing, up to the last chunk) one byte every 20 ms (or
+//!   `<ms>`): slow but complete.
+//! - `<status>` (`fault-500`, `fault-503`, `fault-429`...): the same as
+//!   `mock-error-<status>` (429 with `retry-after: 1`).
+//!
+//! A refused connection cannot be a mode of a listening mock: point a
+//! provider at a closed port for that.
+//!
 //! Only requests that need it are parsed in full (ones mentioning tools,
 //! tool results or OpenAI's stream options); the default scenario reads
 //! only `model` and `stream`, so it stays cheap under load tests.
 
 mod anthropic;
+mod fault;
 mod gemini;
 mod oauth;
 mod openai;
@@ -156,6 +188,7 @@ use crate::server::errors::GatewayError;
 use crate::server::responder::{BodyFraming, Responder};
 use crate::server::shard::ShardState;
 
+use fault::Fault;
 use scenario::{input_tokens, Answer, Ask, Scenario};
 use stream::Kind;
 
@@ -205,6 +238,9 @@ pub struct MockStats {
     pub anthropic_requests: AtomicU64,
     /// Gemini model requests (generate and count tokens).
     pub gemini_requests: AtomicU64,
+    /// Connections the peer closed while the mock was still sending an
+    /// answer or holding one back (`stall`).
+    pub peer_closed: AtomicU64,
     last_request: Mutex<Option<Vec<u8>>>,
     /// The token server: issued tokens and refresh counts.
     oauth: oauth::OAuthState,
@@ -238,6 +274,14 @@ impl MockStats {
     }
 }
 
+/// What the presented key asks of a model request.
+enum KeyVerdict {
+    /// Refused with this status and message.
+    Refuse(u16, &'static str),
+    /// Answered with this fault (generation requests only).
+    Fault(Fault),
+}
+
 /// The protocol a request came in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Protocol {
@@ -249,6 +293,7 @@ enum Protocol {
 /// The mock service for one shard.
 pub struct MockProvider {
     settings: Rc<MockSettings>,
+    shard: Rc<ShardState>,
     stats: Arc<MockStats>,
     /// This shard's entry in `stats.key_counts`.
     key_counts: Arc<KeyCounts>,
@@ -256,11 +301,12 @@ pub struct MockProvider {
 
 impl MockProvider {
     /// A mock shard sharing `stats` with the others.
-    pub fn new(settings: MockSettings, stats: Arc<MockStats>, _shard: Rc<ShardState>) -> Self {
+    pub fn new(settings: MockSettings, stats: Arc<MockStats>, shard: Rc<ShardState>) -> Self {
         let key_counts = Arc::new(KeyCounts::default());
         stats.key_counts.lock().unwrap().push(key_counts.clone());
         MockProvider {
             settings: Rc::new(settings),
+            shard,
             stats,
             key_counts,
         }
@@ -268,12 +314,14 @@ impl MockProvider {
 
     /// The key check every model request passes first: counts the
     /// presented key and returns the status (and message) it is refused
-    /// with, if it is. Keys without `at-` or `fail` cost one substring
-    /// search and one uncontended lock.
-    fn check_key(&self, req: &Request<'_>) -> Option<(u16, &'static str)> {
+    /// with, or the fault it asks for, if any. Keys without `at-` or an
+    /// `f` cost one byte search and one uncontended lock.
+    fn check_key(&self, req: &Request<'_>) -> Option<KeyVerdict> {
         let key = match crate::server::auth::presented_key(req) {
             Some(key) if !key.is_empty() => key,
-            _ if self.settings.require_key => return Some((401, "mock provider: no API key")),
+            _ if self.settings.require_key => {
+                return Some(KeyVerdict::Refuse(401, "mock provider: no API key"))
+            }
             _ => return None,
         };
         {
@@ -286,9 +334,35 @@ impl MockProvider {
             }
         }
         if key.starts_with(b"at-") && !self.stats.oauth.valid(&key, Instant::now()) {
-            return Some((401, "mock provider: invalid or expired access token"));
+            return Some(KeyVerdict::Refuse(
+                401,
+                "mock provider: invalid or expired access token",
+            ));
         }
-        oauth::key_fault(&key).map(|status| (status, oauth::fault_message(status)))
+        // Both markers start with an `f`.
+        let from_f = &key[memchr::memchr(b'f', &key)?..];
+        match oauth::key_fault(from_f) {
+            Some(status) => Some(KeyVerdict::Refuse(status, oauth::fault_message(status))),
+            None => fault::parse(from_f).map(KeyVerdict::Fault),
+        }
+    }
+
+    /// Sends the refusal [`check_key`](Self::check_key) asks for, if any
+    /// (`Err`); else the fault the key asks for (only generation requests
+    /// act on it).
+    async fn admit<S: AsyncWrite + Unpin>(
+        &self,
+        protocol: Protocol,
+        req: &Request<'_>,
+        resp: &mut Responder<'_, S>,
+    ) -> Result<Option<Fault>, io::Result<()>> {
+        match self.check_key(req) {
+            None => Ok(None),
+            Some(KeyVerdict::Fault(f)) => Ok(Some(f)),
+            Some(KeyVerdict::Refuse(status, message)) => {
+                Err(send_error_retry(protocol, status, message, b"2", resp).await)
+            }
+        }
     }
 
     /// Sends the refusal [`check_key`](Self::check_key) asks for, if any.
@@ -298,8 +372,17 @@ impl MockProvider {
         req: &Request<'_>,
         resp: &mut Responder<'_, S>,
     ) -> Option<io::Result<()>> {
-        let (status, message) = self.check_key(req)?;
-        Some(send_error_retry(protocol, status, message, b"2", resp).await)
+        self.admit(protocol, req, resp).await.err()
+    }
+
+    /// Counts an answer the peer cut off by closing (`peer_closed`).
+    fn count_peer_close(&self, result: io::Result<()>) -> io::Result<()> {
+        if let Err(e) = &result {
+            if fault::is_peer_close(e) {
+                self.stats.peer_closed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
     }
 
     /// `POST /oauth/token`: a refresh-token grant.
@@ -358,9 +441,10 @@ impl MockProvider {
         resp: &mut Responder<'_, S>,
     ) -> io::Result<()> {
         self.received(protocol, true, req);
-        if let Some(done) = self.refuse(protocol, req, resp).await {
-            return done;
-        }
+        let key_fault = match self.admit(protocol, req, resp).await {
+            Ok(f) => f,
+            Err(done) => return done,
+        };
         let mut scratch = Vec::new();
         let fields = match extract_routing_fields(req.body, &mut scratch) {
             Ok(f) => f,
@@ -369,7 +453,7 @@ impl MockProvider {
                 return send_error(protocol, 400, &message, resp).await;
             }
         };
-        self.answer(protocol, &fields.model, fields.stream, req.body, resp)
+        self.answer(protocol, &fields.model, fields.stream, key_fault, req, resp)
             .await
     }
 
@@ -409,9 +493,10 @@ impl MockProvider {
             }
         };
         self.received(protocol, true, req);
-        if let Some(done) = self.refuse(protocol, req, resp).await {
-            return done;
-        }
+        let key_fault = match self.admit(protocol, req, resp).await {
+            Ok(f) => f,
+            Err(done) => return done,
+        };
         // The body has no routing fields; this only checks it is JSON.
         let mut scratch = Vec::new();
         match extract_routing_fields(req.body, &mut scratch) {
@@ -421,21 +506,48 @@ impl MockProvider {
                 return send_error(protocol, 400, &message, resp).await;
             }
         }
-        self.answer(protocol, model, stream, req.body, resp).await
+        self.answer(protocol, model, stream, key_fault, req, resp)
+            .await
     }
 
-    /// Answers a generation request for `model` as its scenario says.
+    /// Answers a generation request for `model` as its scenario says (or
+    /// as the key's fault, which wins over the model name's, says).
     async fn answer<S: AsyncWrite + Unpin>(
         &self,
         protocol: Protocol,
         model: &str,
         stream: bool,
-        body: &[u8],
+        key_fault: Option<Fault>,
+        req: &Request<'_>,
         resp: &mut Responder<'_, S>,
     ) -> io::Result<()> {
-        let scenario = Scenario::of(model);
+        let body = req.body;
+        let mut scenario = Scenario::of(model);
         if !self.settings.latency.is_zero() {
             crate::runtime::sleep(self.settings.latency).await;
+        }
+        let fault = key_fault.or(scenario.fault);
+        match fault {
+            Some(Fault::TruncatedSse) => scenario.stream_truncate = true,
+            Some(Fault::Status(status)) => scenario.error = Some(status),
+            Some(Fault::ResetHead) => {
+                resp.reset_after();
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "mock fault reset-head",
+                ));
+            }
+            Some(Fault::Stall) => return self.stall(resp).await,
+            Some(Fault::GarbageHead) => {
+                resp.buffer().extend_from_slice(fault::GARBAGE_HEAD);
+                resp.flush().await?;
+                resp.close_after();
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "mock fault garbage-head",
+                ));
+            }
+            _ => {}
         }
         if let Some(status) = scenario.error {
             return send_error(protocol, status, error_message(protocol, status), resp).await;
@@ -459,13 +571,22 @@ impl MockProvider {
         };
         let answer = Answer::build(&scenario, &ask, self.settings.stream_chunks);
         if !stream {
-            return resp
-                .send_json_with(200, &[], |out| match protocol {
-                    Protocol::OpenAi => openai::render_json(out, model, &answer),
-                    Protocol::Anthropic => anthropic::render_json(out, model, &answer),
-                    Protocol::Gemini(_) => gemini::render_json(out, model, &answer),
-                })
-                .await;
+            let render = |out: &mut Vec<u8>| match protocol {
+                Protocol::OpenAi => openai::render_json(out, model, &answer),
+                Protocol::Anthropic => anthropic::render_json(out, model, &answer),
+                Protocol::Gemini(_) => gemini::render_json(out, model, &answer),
+            };
+            return match fault {
+                Some(f @ (Fault::ResetBody | Fault::Trickle(_))) => {
+                    let mut json = Vec::with_capacity(512);
+                    render(&mut json);
+                    resp.begin(200);
+                    resp.header(b"content-type", b"application/json");
+                    resp.end_head(BodyFraming::Length(json.len() as u64));
+                    self.faulty_body(f, &json, resp).await
+                }
+                _ => resp.send_json_with(200, &[], render).await,
+            };
         }
         let events = match protocol {
             Protocol::OpenAi => openai::render_stream(model, &answer, ask.include_usage),
@@ -483,6 +604,21 @@ impl MockProvider {
         resp.header(b"content-type", content_type);
         resp.header(b"cache-control", b"no-cache");
         resp.end_head(BodyFraming::Chunked);
+        if let Some(f @ Fault::Trickle(_)) = fault {
+            let mut wire = Vec::with_capacity(4096);
+            for ev in &events {
+                crate::http::chunked::encode_chunk(&mut wire, &ev.bytes);
+            }
+            wire.extend_from_slice(crate::http::chunked::LAST_CHUNK);
+            return self.faulty_body(f, &wire, resp).await;
+        }
+        let events = if fault == Some(Fault::ResetBody) {
+            let mut cut = events;
+            cut.truncate(cut.len().min(4));
+            cut
+        } else {
+            events
+        };
         for ev in &events {
             let content = matches!(ev.kind, Kind::Content | Kind::LastContent);
             if content && !self.settings.chunk_interval.is_zero() {
@@ -505,6 +641,13 @@ impl MockProvider {
                 }
             }
             resp.push_body(&error);
+        } else if fault == Some(Fault::ResetBody) {
+            resp.flush().await?;
+            resp.reset_after();
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "mock fault reset-body",
+            ));
         } else if scenario.stream_truncate {
             // Without the last chunk the client sees the body cut off.
             resp.flush().await?;
@@ -517,18 +660,67 @@ impl MockProvider {
         resp.finish().await
     }
 
+    /// `stall`: never answers; returns once the peer closed (counted) or
+    /// the mock shuts down.
+    async fn stall<S: AsyncWrite + Unpin>(&self, resp: &mut Responder<'_, S>) -> io::Result<()> {
+        resp.close_after();
+        let closed = match resp.socket() {
+            Some(fd) => fault::wait_peer_close(fd, || self.shard.shutdown.is_set()).await,
+            None => false,
+        };
+        if closed {
+            self.stats.peer_closed.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "mock fault stall",
+        ))
+    }
+
+    /// Sends `wire` (body bytes already framed) after the head the
+    /// responder holds: `reset-body` sends half of it then resets the
+    /// connection, `trickle` one byte per interval.
+    async fn faulty_body<S: AsyncWrite + Unpin>(
+        &self,
+        fault: Fault,
+        wire: &[u8],
+        resp: &mut Responder<'_, S>,
+    ) -> io::Result<()> {
+        match fault {
+            Fault::Trickle(every) => {
+                resp.flush().await?;
+                for &b in wire {
+                    crate::runtime::sleep(every).await;
+                    resp.buffer().push(b);
+                    resp.flush().await?;
+                }
+                Ok(())
+            }
+            _ => {
+                resp.buffer().extend_from_slice(&wire[..wire.len() / 2]);
+                resp.flush().await?;
+                resp.reset_after();
+                Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "mock fault reset-body",
+                ))
+            }
+        }
+    }
+
     async fn stats_body<S: AsyncWrite + Unpin>(
         &self,
         resp: &mut Responder<'_, S>,
     ) -> io::Result<()> {
         let s = &self.stats;
         let mut body = format!(
-            "{{\"requests\":{},\"chat_requests\":{},\"openai_requests\":{},\"anthropic_requests\":{},\"gemini_requests\":{}",
+            "{{\"requests\":{},\"chat_requests\":{},\"openai_requests\":{},\"anthropic_requests\":{},\"gemini_requests\":{},\"peer_closed\":{}",
             s.requests.load(Ordering::Relaxed),
             s.chat_requests.load(Ordering::Relaxed),
             s.openai_requests.load(Ordering::Relaxed),
             s.anthropic_requests.load(Ordering::Relaxed),
             s.gemini_requests.load(Ordering::Relaxed),
+            s.peer_closed.load(Ordering::Relaxed),
         )
         .into_bytes();
         s.oauth.write_stats(&mut body);
@@ -627,9 +819,13 @@ impl Service for MockProvider {
         let path = req.path();
         match (req.head.method, path) {
             (Method::Post, b"/v1/chat/completions" | b"/chat/completions") => {
-                self.chat(Protocol::OpenAi, &req, resp).await
+                let r = self.chat(Protocol::OpenAi, &req, resp).await;
+                self.count_peer_close(r)
             }
-            (Method::Post, b"/v1/messages") => self.chat(Protocol::Anthropic, &req, resp).await,
+            (Method::Post, b"/v1/messages") => {
+                let r = self.chat(Protocol::Anthropic, &req, resp).await;
+                self.count_peer_close(r)
+            }
             (Method::Post, b"/v1/messages/count_tokens") => {
                 self.received(Protocol::Anthropic, false, &req);
                 if let Some(done) = self.refuse(Protocol::Anthropic, &req, resp).await {
@@ -672,7 +868,8 @@ impl Service for MockProvider {
             }
             (Method::Post, _) if gemini_target(path).is_some() => {
                 let (model, method) = gemini_target(path).unwrap_or_default();
-                self.gemini(model, method, &req, resp).await
+                let r = self.gemini(model, method, &req, resp).await;
+                self.count_peer_close(r)
             }
             _ => {
                 let err = GatewayError::new(404, "not_found", "mock provider: unknown path");

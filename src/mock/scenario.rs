@@ -52,6 +52,8 @@ pub struct Scenario {
     pub stream_error: bool,
     /// `mock-stream-truncate`: a stream is cut off before its end.
     pub stream_truncate: bool,
+    /// `mock-fault-<mode>`: a transport-level fault.
+    pub fault: Option<super::fault::Fault>,
 }
 
 impl Scenario {
@@ -76,6 +78,7 @@ impl Scenario {
             parallel_tools: model.contains("parallel-tools"),
             stream_error: model.contains("mock-stream-error"),
             stream_truncate: model.contains("mock-stream-truncate"),
+            fault: super::fault::parse(model.as_bytes()),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! a deadline: idle keep-alive, header read and body read.
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -186,7 +187,7 @@ pub async fn serve_connection<S, H>(
     settings: &ConnSettings,
     state: &ShardState,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + AsRawFd,
     H: Service,
 {
     let mut conn = Conn {
@@ -344,6 +345,7 @@ pub async fn serve_connection<S, H>(
         let head_only = conn.head.method == crate::http::Method::Head;
         let mut exchange = Exchange::new(request_id, started, consumed_total as u64);
         exchange.set_method(conn.head.method);
+        let fd = conn.stream.as_raw_fd();
         let mut responder = Responder::new(
             &mut conn.stream,
             &mut conn.out,
@@ -352,8 +354,10 @@ pub async fn serve_connection<S, H>(
             head_only,
             &mut exchange,
         );
+        responder.set_socket(fd);
         let result = service.call(request, &mut responder).await;
         let keep_alive = responder.keep_alive();
+        let reset = responder.resets();
         if result.is_err() {
             // The client went away (or its socket failed) mid-answer.
             if exchange.status == 0 {
@@ -362,6 +366,11 @@ pub async fn serve_connection<S, H>(
             exchange.error = ErrorClass::ClientDisconnect;
         }
         service.finish(&exchange);
+        if reset {
+            // No FIN first: the socket closes (on drop) with a reset.
+            set_linger_zero(conn.stream.as_raw_fd());
+            return;
+        }
         if result.is_err() || !keep_alive {
             let _ = conn.stream.close().await;
             return;
@@ -377,6 +386,25 @@ pub async fn serve_connection<S, H>(
         if conn.chunked_body.capacity() > KEEP_BUF_MAX {
             conn.chunked_body = Vec::new();
         }
+    }
+}
+
+/// Makes closing `fd` send a TCP reset (SO_LINGER on, 0 s).
+fn set_linger_zero(fd: RawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket fd and option buffer; failure only means a
+    // normal close.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_lite::AsyncWrite;
 
 use super::exchange::ErrorClass;
-use super::responder::{BodyFraming, Responder};
+use super::responder::{client_gone, client_went_away, BodyFraming, Responder};
 use crate::http::{listed_in_connection, ResponseFraming};
 use crate::metrics::InflightGuard;
 use crate::protocol::ir::{Dialect, ErrorInfo};
@@ -45,6 +45,12 @@ enum Relay {
     /// can still end the body with the protocol's error event.
     Reframe,
 }
+
+/// A whole (not streamed) answer up to this size is held until it has
+/// all arrived, so that if the upstream fails in the middle the client
+/// still gets a proper error status instead of a cut-off body. Answers
+/// whose body came with their head (nearly all) cost nothing more.
+const HOLD_MAX: u64 = 1024 * 1024;
 
 /// Relays `upstream`'s head and body to the client, then returns the
 /// connection to `pool` if the body ended cleanly and it may be reused.
@@ -99,22 +105,33 @@ pub async fn forward_response<S: AsyncWrite + Unpin>(
         (ResponseFraming::UntilClose, BodyFraming::Chunked) => Relay::Rechunk,
         _ => Relay::AsIs,
     };
+    let hold = !event_stream
+        && matches!(upstream.head.framing, ResponseFraming::Length(n) if n <= HOLD_MAX);
 
     let mut body = upstream.body();
     let mut decoded = Vec::new();
+    let gone = client_gone(resp.socket());
+    futures_lite::pin!(gone);
     loop {
         decoded.clear();
         let mut capture = resp.exchange().capture.as_mut();
-        let chunk = body
-            .next(&mut upstream.conn, idle_timeout, |data| {
-                if matches!(relay, Relay::Decoded | Relay::Reframe) {
-                    decoded.extend_from_slice(data);
-                }
-                if let Some(c) = capture.as_mut() {
-                    c.push_response(data);
-                }
-            })
-            .await;
+        let next = body.next(&mut upstream.conn, idle_timeout, |data| {
+            if matches!(relay, Relay::Decoded | Relay::Reframe) {
+                decoded.extend_from_slice(data);
+            }
+            if let Some(c) = capture.as_mut() {
+                c.push_response(data);
+            }
+        });
+        let chunk = futures_lite::future::or(async { Some(next.await) }, async {
+            gone.as_mut().await;
+            None
+        })
+        .await;
+        let Some(chunk) = chunk else {
+            // Nobody is waiting for the answer: drop the upstream request.
+            return Err(client_went_away());
+        };
         if let Ok(BodyChunk::Raw(raw)) = &chunk {
             scan_usage(raw, &mut resp.exchange().usage);
             if let Some(t) = tracked {
@@ -123,6 +140,7 @@ pub async fn forward_response<S: AsyncWrite + Unpin>(
         }
         match chunk {
             Ok(BodyChunk::Raw(raw)) => match relay {
+                Relay::AsIs if hold => resp.push_body(raw),
                 Relay::AsIs => resp.write_raw(raw).await?,
                 Relay::Rechunk => {
                     resp.push_body(raw);
@@ -138,10 +156,20 @@ pub async fn forward_response<S: AsyncWrite + Unpin>(
             },
             Ok(BodyChunk::End) => break,
             Err(e) => {
-                resp.exchange().error = match e {
+                let class = match e {
                     crate::upstream::UpstreamError::BodyIdleTimeout => ErrorClass::UpstreamTimeout,
                     _ => ErrorClass::UpstreamProtocol,
                 };
+                resp.exchange().error = class;
+                if resp.nothing_sent() {
+                    // Only the head is buffered: the client can still get
+                    // a real status (502, or 504 for a silent upstream).
+                    let err = ErrorInfo::new(
+                        e.status(),
+                        format!("the provider failed before its answer was complete: {e}"),
+                    );
+                    return super::translated::send_error(resp, client, &err).await;
+                }
                 if relay == Relay::Reframe {
                     // A blank line first ends any event the upstream left
                     // half-sent, so the error event stands on its own.

@@ -15,6 +15,7 @@ use super::credentials::{start_control, CredKey, CredentialHub, NoCredential, Sh
 use super::errors::GatewayError;
 use super::forward::forward_response;
 use super::provider::{Operation, ProviderRoute, ANTHROPIC_VERSION};
+use super::responder::{client_gone, client_went_away};
 use super::shard::ShardState;
 use super::translated::{relay_translated, send_error as send_translated_error, Translation};
 use crate::config::{Config, RuleWhen};
@@ -320,22 +321,31 @@ impl Gateway {
                     self.give_buf(head_base);
                     break 'targets;
                 }
-                let lease = match self.credentials.acquire(target.provider).await {
-                    Ok(lease) if tried.contains(&(lease.key, lease.version)) => {
-                        // Round robin came back to one that failed: this
-                        // provider has nothing new to offer.
-                        self.credentials.release(lease, Outcome::Cancelled);
-                        break;
-                    }
-                    Ok(lease) => lease,
-                    Err(why) => {
-                        failure = Some(Failure::NoCredential {
-                            provider: target.provider,
-                            why,
-                        });
-                        break;
+                // A credential this request already failed on is passed
+                // over; other requests move the round robin too, so coming
+                // back to one does not mean the others were all tried.
+                let mut passed_over = 0;
+                let lease = loop {
+                    match self.credentials.acquire(target.provider).await {
+                        Ok(lease) if tried.contains(&(lease.key, lease.version)) => {
+                            self.credentials.release(lease, Outcome::Cancelled);
+                            passed_over += 1;
+                            if passed_over >= self.credentials.count(target.provider) {
+                                // This provider has nothing new to offer.
+                                break None;
+                            }
+                        }
+                        Ok(lease) => break Some(lease),
+                        Err(why) => {
+                            failure = Some(Failure::NoCredential {
+                                provider: target.provider,
+                                why,
+                            });
+                            break None;
+                        }
                     }
                 };
+                let Some(lease) = lease else { break };
                 attempts += 1;
                 if attempts > 1 {
                     resp.exchange().retries = resp.exchange().retries.saturating_add(1);
@@ -360,16 +370,28 @@ impl Gateway {
                 let timeouts = &self.config.timeouts;
                 let upstream_started = Instant::now();
                 let mut scratch = self.take_buf();
-                let result = exchange(
+                let waiting = exchange(
                     &self.pool,
                     &provider.key,
                     &upstream_req,
                     timeouts.upstream_head,
                     &mut scratch,
-                )
+                );
+                // A client that goes away while the provider thinks takes
+                // the upstream request with it.
+                let result = futures_lite::future::or(async { Some(waiting.await) }, async {
+                    client_gone(resp.socket()).await;
+                    None
+                })
                 .await;
                 self.give_buf(head);
                 self.give_buf(scratch);
+                let Some(result) = result else {
+                    self.credentials.release(lease, Outcome::Cancelled);
+                    self.give_buf(upstream_body);
+                    self.give_buf(head_base);
+                    return Err(client_went_away());
+                };
                 tried.push((lease.key, lease.version));
                 let untried_here = self.credentials.count(target.provider)
                     > tried

@@ -12,6 +12,49 @@ use super::errors::GatewayError;
 use super::exchange::Exchange;
 use crate::http::{chunked, write, Version};
 
+/// How often a request waiting on its upstream looks whether its client
+/// went away.
+const CLIENT_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Resolves once the client on socket `fd` has closed its side of the
+/// connection (as nginx, a half-close counts), looked at every 200 ms;
+/// never with no socket, or once the client sent more bytes (a pipelined
+/// request hides any close behind it). Race it against an upstream wait,
+/// so a request nobody waits for any more is dropped, and its upstream
+/// request closed, without waiting for a write to the client to fail.
+pub async fn client_gone(fd: Option<std::os::fd::RawFd>) {
+    let Some(fd) = fd else {
+        return std::future::pending().await;
+    };
+    loop {
+        crate::runtime::sleep(CLIENT_CHECK).await;
+        let mut byte = 0u8;
+        // SAFETY: `fd` is the client socket, open while its request is
+        // served; a one-byte buffer. MSG_PEEK leaves any data in place.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                &mut byte as *mut u8 as *mut libc::c_void,
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        match n {
+            0 => return,
+            n if n > 0 => return std::future::pending().await,
+            _ => match io::Error::last_os_error().raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) => {}
+                _ => return,
+            },
+        }
+    }
+}
+
+/// The error a request ends with when its client went away.
+pub fn client_went_away() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "the client went away")
+}
+
 /// How a response body is delimited on the client connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyFraming {
@@ -38,6 +81,10 @@ pub struct Responder<'a, S> {
     exchange: &'a mut Exchange,
     /// Header lines every response head of this request carries (CORS).
     always: Vec<u8>,
+    /// End the connection with a TCP reset instead of a close.
+    reset: bool,
+    /// The client socket, when the connection has one.
+    socket: Option<std::os::fd::RawFd>,
 }
 
 impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
@@ -59,6 +106,8 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
             framing: None,
             exchange,
             always: Vec::new(),
+            reset: false,
+            socket: None,
         }
     }
 
@@ -66,6 +115,35 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
     /// answers with, errors included.
     pub fn always_add(&mut self, lines: &[u8]) {
         self.always.extend_from_slice(lines);
+    }
+
+    /// Records the client socket, for [`Responder::socket`].
+    pub(crate) fn set_socket(&mut self, fd: std::os::fd::RawFd) {
+        self.socket = Some(fd);
+    }
+
+    /// The client socket's fd, for services that watch it (the mock's
+    /// fault modes). Reading from it steals the client's next request.
+    pub fn socket(&self) -> Option<std::os::fd::RawFd> {
+        self.socket
+    }
+
+    /// Asks for the connection to end with a TCP reset (SO_LINGER 0, no
+    /// FIN) once the service returns, whatever was sent so far.
+    pub fn reset_after(&mut self) {
+        self.keep_alive = false;
+        self.reset = true;
+    }
+
+    /// Whether no byte of the response reached the client yet (a head may
+    /// be buffered: [`Responder::begin`] starts over).
+    pub fn nothing_sent(&self) -> bool {
+        self.exchange.bytes_out == 0
+    }
+
+    /// Whether [`Responder::reset_after`] was asked for.
+    pub fn resets(&self) -> bool {
+        self.reset
     }
 
     /// What this request did so far; handlers fill in what they learn.

@@ -14,7 +14,7 @@ use futures_lite::AsyncWrite;
 use simd_json::Buffers;
 
 use super::exchange::ErrorClass;
-use super::responder::{BodyFraming, Responder};
+use super::responder::{client_gone, client_went_away, BodyFraming, Responder};
 use crate::metrics::InflightGuard;
 use crate::protocol::ir::{Dialect, EncodeOptions, ErrorInfo, ErrorKind};
 use crate::protocol::translate::{self, StreamState, StreamTranslator};
@@ -51,7 +51,12 @@ pub async fn relay_translated<S: AsyncWrite + Unpin>(
         return relay_stream(upstream, pool, idle_timeout, resp, tracked, t).await;
     }
     let mut body = Vec::new();
-    if let Err(e) = read_whole(&mut upstream, idle_timeout, &mut body, tracked).await {
+    let client = resp.socket();
+    if let Err(e) = read_whole(&mut upstream, idle_timeout, &mut body, tracked, client).await {
+        let e = match e {
+            ReadFailure::Upstream(e) => e,
+            ReadFailure::ClientGone => return Err(client_went_away()),
+        };
         resp.exchange().error = error_class(&e);
         let err = ErrorInfo::new(e.status(), format!("reading the provider's answer: {e}"));
         return send_error(resp, t.client, &err).await;
@@ -115,31 +120,53 @@ pub async fn send_error<S: AsyncWrite + Unpin>(
     resp.send(err.status, b"application/json", &[], &out).await
 }
 
+/// Why a whole answer could not be read.
+enum ReadFailure {
+    Upstream(UpstreamError),
+    /// The client closed its connection meanwhile.
+    ClientGone,
+}
+
+impl From<UpstreamError> for ReadFailure {
+    fn from(e: UpstreamError) -> Self {
+        ReadFailure::Upstream(e)
+    }
+}
+
+/// Reads a whole answer, giving up when the client on socket `client`
+/// goes away.
 async fn read_whole(
     upstream: &mut UpstreamResponse,
     idle_timeout: Duration,
     out: &mut Vec<u8>,
     tracked: Option<&InflightGuard<'_>>,
-) -> Result<(), UpstreamError> {
+    client: Option<std::os::fd::RawFd>,
+) -> Result<(), ReadFailure> {
     let mut body = upstream.body();
     let mut too_big = false;
+    let gone = client_gone(client);
+    futures_lite::pin!(gone);
     loop {
-        let chunk = body
-            .next(&mut upstream.conn, idle_timeout, |data| {
-                if out.len() + data.len() > MAX_TRANSLATED_BODY {
-                    too_big = true;
-                } else {
-                    out.extend_from_slice(data);
-                }
-            })
-            .await?;
+        let next = body.next(&mut upstream.conn, idle_timeout, |data| {
+            if out.len() + data.len() > MAX_TRANSLATED_BODY {
+                too_big = true;
+            } else {
+                out.extend_from_slice(data);
+            }
+        });
+        let chunk = futures_lite::future::or(async { Some(next.await) }, async {
+            gone.as_mut().await;
+            None
+        })
+        .await
+        .ok_or(ReadFailure::ClientGone)??;
         match chunk {
             BodyChunk::Raw(raw) => {
                 if let Some(t) = tracked {
                     t.add_bytes(raw.len() as u64);
                 }
                 if too_big {
-                    return Err(UpstreamError::BadResponse("answer larger than 32 MiB"));
+                    return Err(UpstreamError::BadResponse("answer larger than 32 MiB").into());
                 }
             }
             BodyChunk::End => {
@@ -173,13 +200,22 @@ async fn relay_stream<S: AsyncWrite + Unpin>(
     let mut body = upstream.body();
     let mut decoded = Vec::new();
     let mut out = Vec::with_capacity(4096);
+    let gone = client_gone(resp.socket());
+    futures_lite::pin!(gone);
     loop {
         decoded.clear();
-        let chunk = body
-            .next(&mut upstream.conn, idle_timeout, |data| {
-                decoded.extend_from_slice(data)
-            })
-            .await;
+        let next = body.next(&mut upstream.conn, idle_timeout, |data| {
+            decoded.extend_from_slice(data)
+        });
+        let chunk = futures_lite::future::or(async { Some(next.await) }, async {
+            gone.as_mut().await;
+            None
+        })
+        .await;
+        let Some(chunk) = chunk else {
+            // Nobody is waiting for the answer: drop the upstream request.
+            return Err(client_went_away());
+        };
         out.clear();
         match chunk {
             Ok(BodyChunk::Raw(raw)) => {
@@ -189,6 +225,16 @@ async fn relay_stream<S: AsyncWrite + Unpin>(
                 translator.feed(&decoded, &mut out);
             }
             Ok(BodyChunk::End) => translator.finish(&mut out),
+            Err(e) if resp.nothing_sent() => {
+                // Only the head is buffered: the client can still get a
+                // real status (502, or 504 for a silent upstream).
+                resp.exchange().error = error_class(&e);
+                let err = ErrorInfo::new(
+                    e.status(),
+                    format!("the provider failed before its answer began: {e}"),
+                );
+                return send_error(resp, t.client, &err).await;
+            }
             Err(e) => {
                 resp.exchange().error = error_class(&e);
                 let status = e.status();
