@@ -587,7 +587,7 @@ fn is_valid_host(value: &[u8]) -> bool {
 /// only on this error path.
 fn too_large_error(window: &[u8]) -> HeadError {
     let line = &window[skip_empty_lines(window)..];
-    if memchr::memchr(b'\n', line).is_some() {
+    if line.is_empty() || memchr::memchr(b'\n', line).is_some() {
         return HeadError::HeadTooLarge;
     }
     match memchr::memchr(b' ', line) {
@@ -1748,6 +1748,8 @@ Content-Length: 17\r\n\
             err(&fill(b"GET / HTTP/1.1\r\nHost: h\r\nX: ")),
             HeadError::HeadTooLarge
         );
+        // A window of nothing but empty lines has no request line at all.
+        assert_eq!(err(&b"\r\n".repeat(limit / 2)), HeadError::HeadTooLarge);
         // A 100 KB target is judged on the window alone.
         let mut big = b"GET /".to_vec();
         big.resize(100 * 1024, b'a');
