@@ -7,6 +7,9 @@ pub enum ChunkedError {
     InvalidChunkSize,
     /// A chunk-size line (with extensions) is longer than allowed.
     LineTooLong,
+    /// A chunk extension contains a control byte (NUL, CTL other than
+    /// HTAB, DEL): neither a token nor a quoted-string can.
+    InvalidExtension,
     /// A line ended in a bare LF, or CRLF is missing after chunk data.
     BadLineEnding,
     /// Trailer section larger than allowed or malformed.
@@ -27,6 +30,7 @@ impl std::fmt::Display for ChunkedError {
         f.write_str(match self {
             ChunkedError::InvalidChunkSize => "invalid chunk size",
             ChunkedError::LineTooLong => "chunk-size line too long",
+            ChunkedError::InvalidExtension => "control byte in a chunk extension",
             ChunkedError::BadLineEnding => "bad line ending in chunked body",
             ChunkedError::InvalidTrailer => "invalid trailer section",
         })
@@ -128,7 +132,7 @@ enum State {
 /// assert!(input[p.consumed..].starts_with(b"GET /next")); // the next request
 /// ```
 ///
-/// Chunk extensions are skipped; trailer fields are checked for syntax and
+/// Chunk extensions are skipped (after a check for control bytes); trailer fields are checked for syntax and
 /// size, then dropped (the gateway does not forward them).
 #[derive(Clone, Debug, Default)]
 pub struct ChunkedDecoder {
@@ -184,6 +188,14 @@ impl ChunkedDecoder {
                     self.line_len += skip;
                     if self.line_len > MAX_SIZE_LINE {
                         return Err(self.fail(ChunkedError::LineTooLong));
+                    }
+                    // Not parsed, but no control bytes: whatever reads
+                    // the extension after us (a log, a proxy) gets text.
+                    if rest[..skip]
+                        .iter()
+                        .any(|&b| (b < b' ' && b != b'\t') || b == 0x7f)
+                    {
+                        return Err(self.fail(ChunkedError::InvalidExtension));
                     }
                     pos += skip;
                     match input.get(pos) {
@@ -720,7 +732,50 @@ A \r\n0123456789\r\n000\r\nX-Trailer: yes\r\nX-Other:\t\xc3\xa9 \r\n\r\n";
     }
 
     #[test]
+    fn control_bytes_in_extensions_are_rejected() {
+        for input in [
+            &b"1;a=\0\r\nx\r\n0\r\n\r\n"[..],
+            b"1;a=\x01b\r\nx\r\n0\r\n\r\n",
+            b"1;\x7f\r\nx\r\n0\r\n\r\n",
+            b"1;a=\"\x1b[31m\"\r\nx\r\n0\r\n\r\n",
+            b"1\r\nx\r\n0;\0\r\n\r\n",
+        ] {
+            assert_eq!(
+                err(input),
+                ChunkedError::InvalidExtension,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        // HTAB and obs-text (allowed in a quoted-string) pass.
+        for input in [
+            &b"1;a=\tb\r\nx\r\n0\r\n\r\n"[..],
+            b"1;a=\"caf\xc3\xa9\"\r\nx\r\n0\r\n\r\n",
+        ] {
+            assert_eq!(decode_all(input).unwrap().0, b"x");
+        }
+        // Also when the extension arrives a byte at a time.
+        let input = b"1;ab\0\r\n";
+        let mut dec = ChunkedDecoder::new();
+        let mut result = Ok(DecodeProgress {
+            consumed: 0,
+            done: false,
+        });
+        for b in input.chunks(1) {
+            result = dec.decode(b, |_| {});
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(ChunkedError::InvalidExtension));
+    }
+
+    #[test]
     fn error_display() {
+        assert_eq!(
+            ChunkedError::InvalidExtension.to_string(),
+            "control byte in a chunk extension"
+        );
         assert_eq!(
             ChunkedError::LineTooLong.to_string(),
             "chunk-size line too long"

@@ -170,6 +170,13 @@ pub enum HeadError {
     UnsupportedTransferEncoding,
     /// Not HTTP/1.0 or HTTP/1.1 (505).
     UnsupportedVersion,
+    /// The request line does not fit in `max_head_bytes` because of its
+    /// request-target (414, RFC 9112 section 3).
+    UriTooLong,
+    /// A method the gateway does not implement and never will: `CONNECT`
+    /// (it is not a proxy), or one longer than any registered method
+    /// (501, RFC 9112 section 3, RFC 9110 section 9.1).
+    MethodNotImplemented,
 }
 
 impl HeadError {
@@ -177,7 +184,8 @@ impl HeadError {
     pub fn status(&self) -> u16 {
         match self {
             HeadError::HeadTooLarge | HeadError::TooManyHeaders => 431,
-            HeadError::UnsupportedTransferEncoding => 501,
+            HeadError::UriTooLong => 414,
+            HeadError::UnsupportedTransferEncoding | HeadError::MethodNotImplemented => 501,
             HeadError::UnsupportedVersion => 505,
             HeadError::Malformed(_)
             | HeadError::BareLf
@@ -207,6 +215,8 @@ impl HeadError {
             HeadError::TransferEncodingNotChunked => "final transfer coding is not chunked",
             HeadError::UnsupportedTransferEncoding => "unsupported transfer coding",
             HeadError::UnsupportedVersion => "HTTP version not supported",
+            HeadError::UriTooLong => "request-target too long",
+            HeadError::MethodNotImplemented => "method not implemented",
         }
     }
 }
@@ -223,6 +233,12 @@ impl std::error::Error for HeadError {}
 /// this is capped to it: the slots are `MaybeUninit`, so their number costs
 /// nothing per parse, but they live on the stack (32 bytes each).
 pub const MAX_HEADERS_CAP: usize = 128;
+
+/// Longest method accepted: the longest method in the IANA registry,
+/// `UPDATEREDIRECTREF`. Anything longer is longer than any method we
+/// implement, which RFC 9112 section 3 says SHOULD get a 501; registered
+/// methods we do not serve still reach the router (404/405 with `Allow`).
+pub const MAX_METHOD_LEN: usize = 17;
 
 /// Parses a request head from the start of `buf` into `head`.
 ///
@@ -260,8 +276,19 @@ pub const MAX_HEADERS_CAP: usize = 128;
 ///   is not `chunked` (including `identity`) is 400 as RFC 9112 section 6.3
 ///   demands, and `chunked` applied twice is 400 (section 6.1: a sender
 ///   MUST NOT do that, so it is broken framing, not an unimplemented feature).
-/// - `Host` is not validated here (presence, repetition): that is the
-///   router's business and does not affect framing.
+/// - `Host` (RFC 9112 section 3.2, all MUSTs): an HTTP/1.1 request without
+///   one, any request with more than one field line, and a value that is
+///   not `uri-host [ ":" port ]` characters are [`HeadError::Malformed`]
+///   (400). An empty value is valid. The gateway does not route by host.
+/// - A field whose name equals `Content-Length` or `Transfer-Encoding` once
+///   `_` is read as `-` (`Transfer_Encoding`) is [`HeadError::Malformed`]:
+///   servers that map names to CGI-style variables merge the two spellings,
+///   so forwarding it next to our own framing would invite smuggling.
+/// - `CONNECT` and methods longer than [`MAX_METHOD_LEN`] are
+///   [`HeadError::MethodNotImplemented`] (501). A request line that does not
+///   fit in `max_head_bytes` is 501 while the method is still unfinished,
+///   [`HeadError::UriTooLong`] (414) while the target is, and
+///   [`HeadError::HeadTooLarge`] (431) otherwise.
 pub fn parse_request_head(
     buf: &[u8],
     limits: &HeadLimits,
@@ -282,7 +309,7 @@ pub fn parse_request_head(
             // completes, is longer than allowed. Returning Partial here would
             // also stall a caller whose buffer is exactly max_head_bytes.
             return if buf.len() >= limits.max_head_bytes {
-                Err(HeadError::HeadTooLarge)
+                Err(too_large_error(window))
             } else {
                 Ok(ParseStatus::Partial)
             };
@@ -307,6 +334,8 @@ pub fn parse_request_head(
     let mut fields = FramingFields::default();
     let mut conn = ConnectionTokens::default();
     let mut expect_continue = false;
+    let mut hosts = 0u32;
+    let mut host_value: &[u8] = b"";
     // Bare LF check without rescanning the head. In a head httparse accepted
     // every CR is followed by LF, and every LF ends a line: a leading empty
     // line, the request line, a field line, or the final empty line. Each
@@ -326,10 +355,16 @@ pub fn parse_request_head(
             value: span_of(buf, h.value),
         });
         if !fields.observe(name, h.value) {
-            if name.len() == 10 && name.eq_ignore_ascii_case(b"connection") {
-                conn.add_line(h.value);
-            } else if name.len() == 6 && name.eq_ignore_ascii_case(b"expect") {
-                expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue");
+            match name.len() {
+                4 if name.eq_ignore_ascii_case(b"host") => {
+                    hosts += 1;
+                    host_value = h.value;
+                }
+                10 if name.eq_ignore_ascii_case(b"connection") => conn.add_line(h.value),
+                6 if name.eq_ignore_ascii_case(b"expect") => {
+                    expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue");
+                }
+                _ => {}
             }
         }
     }
@@ -352,7 +387,12 @@ pub fn parse_request_head(
         1 => Version::Http11,
         _ => return Err(HeadError::UnsupportedVersion),
     };
-    let method = method_from_bytes(method.as_bytes());
+    let method = match method_from_bytes(method.as_bytes()) {
+        Method::Other if method.len() > MAX_METHOD_LEN || method == "CONNECT" => {
+            return Err(HeadError::MethodNotImplemented)
+        }
+        m => m,
+    };
     let target_span = span_of(buf, target.as_bytes());
     let (path, query) = split_target(target.as_bytes(), target_span.start, method)?;
 
@@ -362,6 +402,16 @@ pub fn parse_request_head(
     head.query = query;
     head.version = version;
     head.framing = request_framing(version, &fields)?;
+    // RFC 9112 section 3.2: three MUSTs about Host, all answered with 400.
+    if hosts > 1 {
+        return Err(HeadError::Malformed("more than one Host header"));
+    }
+    if hosts == 0 && version == Version::Http11 {
+        return Err(HeadError::Malformed("missing Host header"));
+    }
+    if !is_valid_host(host_value) {
+        return Err(HeadError::Malformed("invalid Host header"));
+    }
     // RFC 9112 section 9.3: HTTP/1.1 persists unless "close"; HTTP/1.0
     // persists only with "keep-alive". "close" wins over "keep-alive".
     head.keep_alive = conn.keep_alive(version);
@@ -374,6 +424,12 @@ pub fn parse_request_head(
 
 /// Decides how the request body is delimited, RFC 9112 sections 6.1-6.3.
 fn request_framing(version: Version, f: &FramingFields) -> Result<BodyFraming, HeadError> {
+    // 0. Not a framing field, but close enough to be read as one elsewhere.
+    if f.lookalike {
+        return Err(HeadError::Malformed(
+            "Content-Length or Transfer-Encoding spelled with '_'",
+        ));
+    }
     if f.te.present {
         // 1. Section 6.1: Transfer-Encoding in an HTTP/1.0 message means the
         //    framing is faulty (1.0 has no chunked); reject.
@@ -509,6 +565,36 @@ fn absolute_form_path_start(target: &[u8]) -> Result<usize, HeadError> {
         return Err(HeadError::Malformed("absolute-form target without path"));
     }
     Ok(path_start)
+}
+
+/// Whether a Host value is made of `uri-host [ ":" port ]` characters
+/// (RFC 3986 reg-name, IPv4 and IP-literal characters, `:` and digits).
+/// Only the alphabet is checked: enough to refuse spaces, `/`, `@`, `?`,
+/// `#`, quotes and non-ASCII, which is what could confuse something that
+/// builds a URL from it.
+fn is_valid_host(value: &[u8]) -> bool {
+    value.iter().all(|&b| {
+        matches!(b,
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
+            | b'-' | b'.' | b'_' | b'~' | b'%'
+            | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+            | b':' | b'[' | b']')
+    })
+}
+
+/// The error for a head that does not fit in the window (`max_head_bytes`):
+/// which part of an unfinished request line overflowed it, else 431. Runs
+/// only on this error path.
+fn too_large_error(window: &[u8]) -> HeadError {
+    let line = &window[skip_empty_lines(window)..];
+    if line.is_empty() || memchr::memchr(b'\n', line).is_some() {
+        return HeadError::HeadTooLarge;
+    }
+    match memchr::memchr(b' ', line) {
+        None => HeadError::MethodNotImplemented,
+        Some(sp) if memchr::memchr(b' ', &line[sp + 1..]).is_none() => HeadError::UriTooLong,
+        Some(_) => HeadError::HeadTooLarge,
+    }
 }
 
 fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
@@ -686,6 +772,8 @@ pub(super) struct FramingFields<'b> {
     pub(super) te: TransferCodings,
     /// Content-Length field lines seen.
     pub(super) cl_count: u32,
+    /// A field named like a framing field with `_` for `-`.
+    pub(super) lookalike: bool,
     /// The first Content-Length value contains a comma.
     pub(super) cl_list: bool,
     /// The first Content-Length value.
@@ -697,20 +785,39 @@ impl<'b> FramingFields<'b> {
     /// says whether it was. Lengths are compared first: most fields are
     /// neither, and that rejects them without a case-folding compare.
     pub(super) fn observe(&mut self, name: &[u8], value: &'b [u8]) -> bool {
-        if name.len() == 14 && name.eq_ignore_ascii_case(b"content-length") {
+        if name.len() == 14 && eq_name_loose(name, b"content-length") {
+            if memchr::memchr(b'_', name).is_some() {
+                self.lookalike = true;
+                return true;
+            }
             if self.cl_count == 0 {
                 self.cl_value = value;
                 self.cl_list = memchr::memchr(b',', value).is_some();
             }
             self.cl_count += 1;
             true
-        } else if name.len() == 17 && name.eq_ignore_ascii_case(b"transfer-encoding") {
-            self.te.add_line(value);
+        } else if name.len() == 17 && eq_name_loose(name, b"transfer-encoding") {
+            if memchr::memchr(b'_', name).is_some() {
+                self.lookalike = true;
+            } else {
+                self.te.add_line(value);
+            }
             true
         } else {
             false
         }
     }
+}
+
+/// Whether `name` equals `lower` (a lowercase field name) ignoring ASCII
+/// case, with `_` in `name` also matching `-`. One pass, like
+/// `eq_ignore_ascii_case`.
+fn eq_name_loose(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len()
+        && name
+            .iter()
+            .zip(lower)
+            .all(|(&a, &b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
 }
 
 /// The `close` and `keep-alive` tokens of the Connection field lines.
@@ -833,7 +940,7 @@ Content-Length: 17\r\n\
 
     #[test]
     fn request_without_headers() {
-        let buf = b"GET /a HTTP/1.1\r\n\r\n";
+        let buf = b"GET /a HTTP/1.0\r\n\r\n";
         let head = ok(buf);
         assert!(head.headers.is_empty());
         assert_eq!(head.head_len, buf.len());
@@ -841,7 +948,7 @@ Content-Length: 17\r\n\
 
     #[test]
     fn empty_query_is_some_empty_span() {
-        let buf = b"GET /a? HTTP/1.1\r\n\r\n";
+        let buf = b"GET /a? HTTP/1.1\r\nHost: h\r\n\r\n";
         let head = ok(buf);
         assert_eq!(head.path.get(buf), b"/a");
         let q = head.query.unwrap();
@@ -851,7 +958,7 @@ Content-Length: 17\r\n\
 
     #[test]
     fn query_keeps_later_question_marks() {
-        let buf = b"GET /a?b=c?d HTTP/1.1\r\n\r\n";
+        let buf = b"GET /a?b=c?d HTTP/1.1\r\nHost: h\r\n\r\n";
         let head = ok(buf);
         assert_eq!(head.path.get(buf), b"/a");
         assert_eq!(head.query.unwrap().get(buf), b"b=c?d");
@@ -878,7 +985,7 @@ Content-Length: 17\r\n\
     #[test]
     fn body_bytes_after_head_are_not_parsed() {
         // A body that would be a terrible head (bare LFs, NUL) must not matter.
-        let buf = b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\na\n\0\nb";
+        let buf = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\na\n\0\nb";
         let head = ok(buf);
         assert_eq!(head.framing, BodyFraming::Length(5));
         assert_eq!(&buf[head.head_len..], b"a\n\0\nb");
@@ -939,9 +1046,9 @@ Content-Length: 17\r\n\
             max_headers: 3,
             ..HeadLimits::default()
         };
-        let three = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
+        let three = b"GET / HTTP/1.1\r\nHost: h\r\nB: 2\r\nC: 3\r\n\r\n";
         assert_eq!(parse_with(three, &limits).unwrap().1.headers.len(), 3);
-        let four = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
+        let four = b"GET / HTTP/1.1\r\nHost: h\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
         assert_eq!(
             parse_with(four, &limits).unwrap_err(),
             HeadError::TooManyHeaders
@@ -960,7 +1067,8 @@ Content-Length: 17\r\n\
             max_head_bytes: 64 * 1024,
         };
         let build = |n: usize| {
-            let mut s = String::from("GET / HTTP/1.1\r\n");
+            // HTTP/1.0: no Host needed, so every field is one of the n.
+            let mut s = String::from("GET / HTTP/1.0\r\n");
             for i in 0..n {
                 s.push_str(&format!("X-H{i}: v\r\n"));
             }
@@ -1077,14 +1185,15 @@ Content-Length: 17\r\n\
 
     #[test]
     fn tab_and_obs_text_are_allowed_in_values() {
-        let buf = b"GET / HTTP/1.1\r\nX-A: a\tb \xc3\xa9\r\n\r\n";
+        let buf = b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\tb \xc3\xa9\r\n\r\n";
         let head = ok(buf);
         assert_eq!(head.header(buf, "x-a"), Some(&b"a\tb \xc3\xa9"[..]));
     }
 
     #[test]
     fn values_are_trimmed_and_may_be_empty() {
-        let buf = b"GET / HTTP/1.1\r\nX-A:   padded \t \r\nX-Empty:\r\nX-Blank:   \r\n\r\n";
+        let buf =
+            b"GET / HTTP/1.1\r\nHost: h\r\nX-A:   padded \t \r\nX-Empty:\r\nX-Blank:   \r\n\r\n";
         let head = ok(buf);
         assert_eq!(head.header(buf, "x-a"), Some(&b"padded"[..]));
         assert_eq!(head.header(buf, "x-empty"), Some(&b""[..]));
@@ -1178,7 +1287,7 @@ Content-Length: 17\r\n\
             ("PROPFIND", Method::Other),
             ("CONNECTX", Method::Other),
         ] {
-            let buf = format!("{m} / HTTP/1.1\r\n\r\n");
+            let buf = format!("{m} / HTTP/1.1\r\nHost: h\r\n\r\n");
             assert_eq!(ok(buf.as_bytes()).method, want, "{m}");
             if want != Method::Other {
                 assert_eq!(want.as_str(), m);
@@ -1215,7 +1324,7 @@ Content-Length: 17\r\n\
         assert_eq!(head.path.get(buf), b"/v1/models");
         assert_eq!(head.query.unwrap().get(buf), b"x=1");
 
-        let buf = b"POST HTTPS://h/ HTTP/1.1\r\n\r\n";
+        let buf = b"POST HTTPS://h/ HTTP/1.1\r\nHost: h\r\n\r\n";
         let head = ok(buf);
         assert_eq!(head.path.get(buf), b"/");
         assert_eq!(head.query, None);
@@ -1418,7 +1527,7 @@ Content-Length: 17\r\n\
             ("1.0", "Connection: keep-alive, close\r\n", false),
             ("1.0", "Connection: keep-alivex\r\n", false),
         ] {
-            let buf = format!("GET / HTTP/{version}\r\n{conn}\r\n");
+            let buf = format!("GET / HTTP/{version}\r\nHost: h\r\n{conn}\r\n");
             assert_eq!(ok(buf.as_bytes()).keep_alive, want, "{buf:?}");
         }
     }
@@ -1433,7 +1542,8 @@ Content-Length: 17\r\n\
             ("1.1", "", false),
             ("1.0", "Expect: 100-continue\r\n", false),
         ] {
-            let buf = format!("POST / HTTP/{version}\r\nContent-Length: 1\r\n{expect}\r\n");
+            let buf =
+                format!("POST / HTTP/{version}\r\nHost: h\r\nContent-Length: 1\r\n{expect}\r\n");
             assert_eq!(ok(buf.as_bytes()).expect_continue, want, "{buf:?}");
         }
     }
@@ -1448,13 +1558,13 @@ Content-Length: 17\r\n\
         let capacity = head.headers.capacity();
         let ptr = head.headers.as_ptr();
 
-        let second = b"GET /b HTTP/1.1\r\nExpect: 100-continue\r\n\r\n";
+        let second = b"GET /b HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n";
         parse_request_head(second, &limits, &mut head).unwrap();
         assert_eq!(head.method, Method::Get);
         assert_eq!(head.path.get(second), b"/b");
         assert_eq!(head.query, None);
         assert_eq!(head.version, Version::Http11);
-        assert_eq!(head.headers.len(), 1);
+        assert_eq!(head.headers.len(), 2);
         assert_eq!(head.framing, BodyFraming::Empty);
         assert!(head.keep_alive);
         assert!(head.expect_continue);
@@ -1478,6 +1588,8 @@ Content-Length: 17\r\n\
             (HeadError::TransferEncodingNotChunked, 400),
             (HeadError::UnsupportedTransferEncoding, 501),
             (HeadError::UnsupportedVersion, 505),
+            (HeadError::UriTooLong, 414),
+            (HeadError::MethodNotImplemented, 501),
         ];
         for (e, status) in all {
             assert_eq!(e.status(), status, "{e:?}");
@@ -1492,6 +1604,164 @@ Content-Length: 17\r\n\
         assert_eq!(
             HeadError::BareLf.to_string(),
             "line ends in a bare LF instead of CRLF (400)"
+        );
+    }
+
+    #[test]
+    fn host_is_required_once_in_http11() {
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\n\r\n"),
+            HeadError::Malformed("missing Host header")
+        );
+        assert_eq!(
+            err(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+            HeadError::Malformed("missing Host header")
+        );
+        // Absolute-form does not excuse a missing Host (RFC 9112 3.2).
+        assert_eq!(
+            err(b"GET http://h/ HTTP/1.1\r\n\r\n"),
+            HeadError::Malformed("missing Host header")
+        );
+        for buf in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: a\r\nHOST: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost:\r\nHost:\r\n\r\n",
+        ] {
+            assert_eq!(
+                err(buf),
+                HeadError::Malformed("more than one Host header"),
+                "{:?}",
+                String::from_utf8_lossy(buf)
+            );
+        }
+        // HTTP/1.0 may omit it.
+        assert_eq!(ok(b"GET / HTTP/1.0\r\n\r\n").version, Version::Http10);
+    }
+
+    #[test]
+    fn host_value_must_be_a_uri_host_and_port() {
+        for v in [
+            "",
+            "example.com",
+            "Example.COM:8080",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "a_b~c-d.e",
+            "xn--bcher-kva.example",
+            "%41b",
+            "a!$&'()*+,;=b",
+        ] {
+            let buf = format!("GET / HTTP/1.1\r\nHost: {v}\r\n\r\n");
+            assert_eq!(
+                ok(buf.as_bytes()).header(buf.as_bytes(), "host"),
+                Some(v.as_bytes())
+            );
+        }
+        for v in [
+            &b"a b"[..],
+            b"a\tb",
+            b"a/b",
+            b"user@evil",
+            b"a?b",
+            b"a#b",
+            b"\"a\"",
+            b"a\\b",
+            b"<a>",
+            b"caf\xc3\xa9",
+            b"a|b",
+        ] {
+            let mut buf = b"GET / HTTP/1.1\r\nHost: ".to_vec();
+            buf.extend_from_slice(v);
+            buf.extend_from_slice(b"\r\n\r\n");
+            assert_eq!(
+                err(&buf),
+                HeadError::Malformed("invalid Host header"),
+                "{:?}",
+                String::from_utf8_lossy(v)
+            );
+        }
+    }
+
+    #[test]
+    fn framing_names_with_underscores_are_rejected() {
+        for h in [
+            "Transfer_Encoding: chunked\r\n",
+            "transfer_encoding: chunked\r\n",
+            "Transfer-Encoding: chunked\r\nTRANSFER_ENCODING: gzip\r\n",
+            "Content_Length: 5\r\n",
+            "content_length: 5\r\nContent-Length: 5\r\n",
+            "Content-Length: 5\r\nContent_Length: 6\r\n",
+        ] {
+            assert_eq!(
+                framing(h),
+                Err(HeadError::Malformed(
+                    "Content-Length or Transfer-Encoding spelled with '_'"
+                )),
+                "{h:?}"
+            );
+        }
+        // Other names with underscores are just fields.
+        for h in [
+            "X_Content_Length: 5\r\n",
+            "Content_Type: x\r\n",
+            "Transfer_Encodings: x\r\n",
+        ] {
+            assert_eq!(framing(h), Ok(BodyFraming::Empty), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn connect_and_overlong_methods_are_not_implemented() {
+        assert_eq!(
+            err(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"),
+            HeadError::MethodNotImplemented
+        );
+        assert_eq!(
+            err(b"CONNECT / HTTP/1.1\r\nHost: h\r\n\r\n"),
+            HeadError::MethodNotImplemented
+        );
+        let longest = "UPDATEREDIRECTREF";
+        assert_eq!(longest.len(), MAX_METHOD_LEN);
+        let buf = format!("{longest} / HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(ok(buf.as_bytes()).method, Method::Other);
+        let buf = format!("{longest}X / HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(err(buf.as_bytes()), HeadError::MethodNotImplemented);
+        let buf = format!("{} / HTTP/1.1\r\nHost: h\r\n\r\n", "A".repeat(10 * 1024));
+        assert_eq!(err(buf.as_bytes()), HeadError::MethodNotImplemented);
+        assert_eq!(HeadError::MethodNotImplemented.status(), 501);
+    }
+
+    #[test]
+    fn overlong_request_line_says_which_part() {
+        let limit = HeadLimits::default().max_head_bytes;
+        let fill = |prefix: &[u8]| {
+            let mut buf = prefix.to_vec();
+            buf.resize(limit, b'a');
+            buf
+        };
+        assert_eq!(err(&fill(b"")), HeadError::MethodNotImplemented);
+        assert_eq!(err(&fill(b"GET /")), HeadError::UriTooLong);
+        assert_eq!(err(&fill(b"\r\nGET /")), HeadError::UriTooLong);
+        assert_eq!(
+            err(&fill(b"GET / HTTP/1.1\r\nHost: h\r\nX: ")),
+            HeadError::HeadTooLarge
+        );
+        // A window of nothing but empty lines has no request line at all.
+        assert_eq!(err(&b"\r\n".repeat(limit / 2)), HeadError::HeadTooLarge);
+        // A 100 KB target is judged on the window alone.
+        let mut big = b"GET /".to_vec();
+        big.resize(100 * 1024, b'a');
+        big.extend_from_slice(b" HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(err(&big), HeadError::UriTooLong);
+        assert_eq!(HeadError::UriTooLong.status(), 414);
+        // Shorter than the window: still just partial.
+        assert_eq!(
+            parse_with(&fill(b"GET /")[..limit - 1], &HeadLimits::default())
+                .unwrap()
+                .0,
+            ParseStatus::Partial
         );
     }
 
