@@ -227,8 +227,10 @@ mod tests {
     fn readers_always_see_a_whole_file() {
         let (dir, c) = setup(QWEN);
         let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let writer = {
             let stop = stop.clone();
+            let written = written.clone();
             let c = c.clone();
             std::thread::spawn(move || {
                 let mut n = 0u64;
@@ -241,13 +243,19 @@ mod tests {
                     };
                     write_back(&c, &grant(&token), n).unwrap();
                     n += 1;
+                    written.store(n, Ordering::Relaxed);
                 }
                 n
             })
         };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(400);
+        // At least 400 ms and 20 writes (each one fsyncs: a busy disk is
+        // slow), at most 20 s.
+        let started = std::time::Instant::now();
         let mut reads = 0;
-        while std::time::Instant::now() < deadline {
+        while started.elapsed() < std::time::Duration::from_millis(400)
+            || (written.load(Ordering::Relaxed) < 20
+                && started.elapsed() < std::time::Duration::from_secs(20))
+        {
             let bytes = fs::read(&c.path).unwrap();
             let r = parse(&c.path, &bytes, OAuthKind::QwenCode)
                 .unwrap_or_else(|e| panic!("torn read: {e}"));
