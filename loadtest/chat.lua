@@ -2,6 +2,10 @@
 -- Used by loadtest/run against shardgate, nginx and the mock provider alike,
 -- so every target receives byte-identical requests.
 --
+-- CHAT_MODEL (environment) replaces the model name, default `mock-model`
+-- (the body ab sends). The pool50 scenario sets CHAT_MODEL=pool-model, the
+-- same length, routed to a provider with a 50-key credential pool.
+--
 -- At the end it prints one machine-readable line for loadtest/run:
 --   WRK_RESULT requests=N duration_us=N rps=X p50_us=N p90_us=N p99_us=N
 --              max_us=N status_errors=N connect=N read=N write=N timeout=N
@@ -9,7 +13,8 @@
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"model":"mock-model","messages":[{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":32}'
+local model = os.getenv("CHAT_MODEL") or "mock-model"
+wrk.body = '{"model":"' .. model .. '","messages":[{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":32}'
 
 function done(summary, latency, requests)
    local e = summary.errors
