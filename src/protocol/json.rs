@@ -188,8 +188,17 @@ pub fn write_u64(out: &mut Vec<u8>, n: u64) {
 pub fn write_f64(out: &mut Vec<u8>, f: f64) {
     use std::io::Write;
     if f.is_finite() {
-        // Display prints the shortest text that reads back as the same f64.
-        let _ = write!(out, "{f}");
+        // Both print the shortest text that reads back as the same f64.
+        // Display never uses an exponent, so 1e308 would become 309 digits
+        // with no fraction: an integer too large for our own parser (and
+        // an int, not a float, to others). Debug switches to `1e308` /
+        // `1e-7` outside [1e-4, 1e16), so use it there.
+        let a = f.abs();
+        if a != 0.0 && !(1e-4..1e16).contains(&a) {
+            let _ = write!(out, "{f:?}");
+        } else {
+            let _ = write!(out, "{f}");
+        }
     } else {
         out.extend_from_slice(b"null");
     }
@@ -244,6 +253,20 @@ mod tests {
             roundtrip(r#" {"a" : [1, -2, 2.5, true, null, "x\"y"], "b": {}, "c": []} "#),
             r#"{"a":[1,-2,2.5,true,null,"x\"y"],"b":{},"c":[]}"#
         );
+    }
+
+    /// Found by fuzz/json_parse: 1e308 was written as 309 digits, which
+    /// `parse` itself rejects (an integer beyond u64).
+    #[test]
+    fn large_and_tiny_floats_are_written_so_they_parse_again() {
+        assert_eq!(
+            roundtrip("[1e308,-1.5E-10,1e16,2.5,-0.5,1e-4,123456.75]"),
+            "[1e308,-1.5e-10,1e16,2.5,-0.5,0.0001,123456.75]"
+        );
+        let written = roundtrip(r#"[1,-0,1e308,-1.5E-10,"\u0000",-9223372036854775808]"#);
+        let mut again = written.clone().into_bytes();
+        let tape = parse(&mut again, &mut Buffers::default()).expect("written JSON parses");
+        assert_eq!(value_to_string(&tape.as_value()), written);
     }
 
     #[test]
