@@ -5,6 +5,7 @@
 //! small answers) or streams the body piece by piece.
 
 use std::io;
+use std::time::Duration;
 
 use futures_lite::{AsyncWrite, AsyncWriteExt};
 
@@ -26,6 +27,33 @@ pub enum BodyFraming {
     Close,
 }
 
+/// How long one write to a client may take unless the connection sets its
+/// own (`timeouts.client_write_ms`).
+pub const DEFAULT_CLIENT_WRITE: Duration = Duration::from_secs(30);
+
+/// Writes all of `data` to `stream`, giving up after `limit` with
+/// `TimedOut`: a client that stops reading fills its socket buffer and
+/// would otherwise hold the connection (and what feeds it) forever. The
+/// write is tried first without a timer, so a write that completes at once
+/// (the usual case) costs no timer.
+pub(crate) async fn write_all_within<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    data: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
+    let mut write = std::pin::pin!(stream.write_all(data));
+    if let Some(done) = futures_lite::future::poll_once(write.as_mut()).await {
+        return done;
+    }
+    match crate::runtime::timeout(limit, write).await {
+        Some(done) => done,
+        None => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "client did not read the response in time",
+        )),
+    }
+}
+
 /// The response side of one request on a client connection.
 pub struct Responder<'a, S> {
     stream: &'a mut S,
@@ -36,6 +64,8 @@ pub struct Responder<'a, S> {
     head_only: bool,
     framing: Option<BodyFraming>,
     exchange: &'a mut Exchange,
+    /// Limit of each write to the client.
+    write_timeout: Duration,
 }
 
 impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
@@ -56,7 +86,15 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
             head_only,
             framing: None,
             exchange,
+            write_timeout: DEFAULT_CLIENT_WRITE,
         }
+    }
+
+    /// Sets the limit of each write to the client (a client that does not
+    /// read for this long gets its connection closed).
+    pub(crate) fn with_write_timeout(mut self, limit: Duration) -> Self {
+        self.write_timeout = limit;
+        self
     }
 
     /// What this request did so far; handlers fill in what they learn.
@@ -146,7 +184,7 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
     /// Writes out everything buffered.
     pub async fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
-            self.stream.write_all(self.out).await?;
+            write_all_within(self.stream, self.out, self.write_timeout).await?;
             let n = self.out.len();
             self.sent(n);
             self.out.clear();
@@ -169,7 +207,7 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
             self.flush().await?;
         }
         if !data.is_empty() {
-            self.stream.write_all(data).await?;
+            write_all_within(self.stream, data, self.write_timeout).await?;
             self.sent(data.len());
         }
         Ok(())
