@@ -298,6 +298,9 @@ pub struct Timeouts {
     pub body_read: Duration,
     /// An idle keep-alive client connection is closed after this.
     pub keep_alive_idle: Duration,
+    /// One write to a client (a response, or a piece of a stream) must
+    /// complete within this; a client that stops reading is closed.
+    pub client_write: Duration,
     /// TCP (and TLS) connect to an upstream.
     pub upstream_connect: Duration,
     /// From request sent to upstream response head received.
@@ -615,12 +618,13 @@ impl Config {
         let t = &self.timeouts;
         let _ = writeln!(
             out,
-            "timeouts (ms): header_read {}, body_read {}, keep_alive_idle {}, \
+            "timeouts (ms): header_read {}, body_read {}, keep_alive_idle {}, client_write {}, \
              upstream_connect {}, upstream_head {}, upstream_body_idle {}, upstream_idle {}, \
              dns_ttl {}, drain {}",
             t.header_read.as_millis(),
             t.body_read.as_millis(),
             t.keep_alive_idle.as_millis(),
+            t.client_write.as_millis(),
             t.upstream_connect.as_millis(),
             t.upstream_head.as_millis(),
             t.upstream_body_idle.as_millis(),
@@ -885,6 +889,7 @@ struct RawTimeouts {
     header_read_ms: Spanned<u64>,
     body_read_ms: Spanned<u64>,
     keep_alive_idle_ms: Spanned<u64>,
+    client_write_ms: Spanned<u64>,
     upstream_connect_ms: Spanned<u64>,
     upstream_head_ms: Spanned<u64>,
     upstream_body_idle_ms: Spanned<u64>,
@@ -898,6 +903,7 @@ impl Default for RawTimeouts {
             header_read_ms: unspanned(10_000),
             body_read_ms: unspanned(30_000),
             keep_alive_idle_ms: unspanned(60_000),
+            client_write_ms: unspanned(30_000),
             upstream_connect_ms: unspanned(5_000),
             upstream_head_ms: unspanned(120_000),
             upstream_body_idle_ms: unspanned(300_000),
@@ -1312,6 +1318,7 @@ fn validate(
         header_read: millis(src, &t.header_read_ms, "timeouts.header_read_ms")?,
         body_read: millis(src, &t.body_read_ms, "timeouts.body_read_ms")?,
         keep_alive_idle: millis(src, &t.keep_alive_idle_ms, "timeouts.keep_alive_idle_ms")?,
+        client_write: millis(src, &t.client_write_ms, "timeouts.client_write_ms")?,
         upstream_connect: millis(src, &t.upstream_connect_ms, "timeouts.upstream_connect_ms")?,
         upstream_head: millis(src, &t.upstream_head_ms, "timeouts.upstream_head_ms")?,
         upstream_body_idle: millis(
@@ -2308,6 +2315,7 @@ base_url = "https://api.openai.com/v1"
                 header_read: Duration::from_millis(10_000),
                 body_read: Duration::from_millis(30_000),
                 keep_alive_idle: Duration::from_millis(60_000),
+                client_write: Duration::from_millis(30_000),
                 upstream_connect: Duration::from_millis(5_000),
                 upstream_head: Duration::from_millis(120_000),
                 upstream_body_idle: Duration::from_millis(300_000),

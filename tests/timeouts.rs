@@ -128,3 +128,65 @@ fn activity_within_idle_timeout_keeps_connection() {
     // 1.2 s in total, more than the idle timeout, but never idle that long.
     assert_eq!(c.request(&get("/health")).status, 200);
 }
+
+/// Caps a socket's receive buffer (which also stops the kernel growing
+/// it), so a client that does not read fills up after a few MB.
+fn small_receive_buffer(s: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 64 * 1024;
+    // SAFETY: setsockopt on a socket we own, with a c_int option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &size as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt(SO_RCVBUF)");
+}
+
+#[test]
+fn client_that_stops_reading_a_stream_is_closed_after_client_write() {
+    use std::io::Read;
+    // ~17 MB of SSE: more than the kernel buffers between the gateway and
+    // a client that stopped reading, so the gateway's writes block.
+    let (_mock, gw) = start_pair(&["--stream-chunks", "100000"], |c| {
+        c.timeout("client_write_ms", 500)
+    });
+    let req = post_json("/v1/chat/completions", &chat_body("mock-model", true), &[]);
+    // Read promptly, the same stream is whole.
+    let full = roundtrip(gw.addr, &req);
+    assert_eq!(full.status, 200);
+    assert!(full.text().ends_with("data: [DONE]\n\n"));
+
+    let mut c = Client::connect(gw.addr);
+    small_receive_buffer(&c.stream);
+    c.send(&req);
+    // Not reading for 3 s: the gateway blocks within a second, then gives
+    // up 500 ms later.
+    thread::sleep(Duration::from_secs(3));
+    let mut got = Vec::new();
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let start = Instant::now();
+    match c.stream.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!(
+            "connection still open after {:?} ({} bytes read): {e}",
+            start.elapsed(),
+            got.len()
+        ),
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200 "));
+    assert!(
+        got.len() < full.body.len(),
+        "the stream was not cut ({} of {} bytes)",
+        got.len(),
+        full.body.len()
+    );
+    assert!(!got.ends_with(b"0\r\n\r\n"), "the stream was not cut");
+}

@@ -13,7 +13,7 @@ use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::errors::GatewayError;
 use super::exchange::{ErrorClass, Exchange, RequestId};
-use super::responder::Responder;
+use super::responder::{write_all_within, Responder};
 use super::shard::ShardState;
 use crate::http::{
     parse_request_head, BodyFraming, ChunkedDecoder, HeadLimits, ParseStatus, RequestHead,
@@ -71,6 +71,14 @@ pub trait Service {
     fn finish(&self, exchange: &Exchange) {
         let _ = exchange;
     }
+
+    /// How long one write to a client may take before the connection is
+    /// closed (a client that stopped reading). Here rather than in
+    /// [`ConnSettings`] so that services without such a setting (the mock)
+    /// keep the default.
+    fn client_write_timeout(&self) -> std::time::Duration {
+        super::responder::DEFAULT_CLIENT_WRITE
+    }
 }
 
 /// Initial read buffer of a client connection; grown for large bodies and
@@ -82,6 +90,8 @@ const KEEP_BUF_MAX: usize = 64 * 1024;
 /// client still sends, so the error response is not lost to a TCP reset.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_MAX_BYTES: usize = 1024 * 1024;
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 enum ReadOutcome {
     Data,
@@ -141,6 +151,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         version: crate::http::Version,
         err: GatewayError,
         exchange: &mut Exchange,
+        write_timeout: Duration,
     ) {
         exchange.error = super::exchange::error_class_of_status(err.status);
         let mut resp = Responder::new(
@@ -150,7 +161,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             false,
             false,
             exchange,
-        );
+        )
+        .with_write_timeout(write_timeout);
         if resp.send_error(&err).await.is_ok() {
             self.linger().await;
         }
@@ -170,13 +182,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         }
     }
-}
-
-/// Writes `bytes` and flushes (which pushes TLS records out; a no-op on
-/// TCP).
-async fn write_flush<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> io::Result<()> {
-    stream.write_all(bytes).await?;
-    stream.flush().await
 }
 
 /// Serves one client connection until it closes, fails, times out, or the
@@ -199,13 +204,14 @@ pub async fn serve_connection<S, H>(
         chunked_body: Vec::new(),
         head: RequestHead::default(),
     };
+    let write_timeout = service.client_write_timeout();
     // Answers a request that failed before reaching the service, records it,
     // and ends the connection.
     macro_rules! fail {
         ($version:expr, $err:expr, $id:expr, $started:expr) => {{
             let bytes_in = (conn.end - conn.start) as u64;
             let mut exchange = Exchange::new($id, $started, bytes_in);
-            conn.send_error_and_close($version, $err, &mut exchange)
+            conn.send_error_and_close($version, $err, &mut exchange, write_timeout)
                 .await;
             service.finish(&exchange);
             return;
@@ -283,7 +289,7 @@ pub async fn serve_connection<S, H>(
                 let total = head_len + n as usize;
                 if conn.end - conn.start < total {
                     if conn.head.expect_continue
-                        && write_flush(&mut conn.stream, b"HTTP/1.1 100 Continue\r\n\r\n")
+                        && write_all_within(&mut conn.stream, CONTINUE, write_timeout)
                             .await
                             .is_err()
                     {
@@ -317,7 +323,7 @@ pub async fn serve_connection<S, H>(
             BodyFraming::Chunked => {
                 if conn.head.expect_continue
                     && conn.end - conn.start == head_len
-                    && write_flush(&mut conn.stream, b"HTTP/1.1 100 Continue\r\n\r\n")
+                    && write_all_within(&mut conn.stream, CONTINUE, write_timeout)
                         .await
                         .is_err()
                 {
@@ -353,7 +359,8 @@ pub async fn serve_connection<S, H>(
             keep_alive,
             head_only,
             &mut exchange,
-        );
+        )
+        .with_write_timeout(write_timeout);
         responder.set_socket(fd);
         let result = service.call(request, &mut responder).await;
         let keep_alive = responder.keep_alive();

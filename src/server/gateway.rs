@@ -704,6 +704,10 @@ impl Service for Gateway {
     fn finish(&self, exchange: &Exchange) {
         self.telemetry.record(exchange);
     }
+
+    fn client_write_timeout(&self) -> std::time::Duration {
+        self.config.timeouts.client_write
+    }
 }
 
 impl Gateway {

@@ -5,6 +5,7 @@
 //! small answers) or streams the body piece by piece.
 
 use std::io;
+use std::time::Duration;
 
 use futures_lite::{AsyncWrite, AsyncWriteExt};
 
@@ -69,6 +70,38 @@ pub enum BodyFraming {
     Close,
 }
 
+/// How long one write to a client may take unless the connection sets its
+/// own (`timeouts.client_write_ms`).
+pub const DEFAULT_CLIENT_WRITE: Duration = Duration::from_secs(30);
+
+/// Writes all of `data` to `stream`, giving up after `limit` with
+/// `TimedOut`: a client that stops reading fills its socket buffer and
+/// would otherwise hold the connection (and what feeds it) forever. The
+/// write is tried first without a timer, so a write that completes at once
+/// (the usual case) costs no timer.
+pub(crate) async fn write_all_within<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    data: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
+    // The flush is a no-op on TCP; on TLS it pushes out the records still
+    // held in the session.
+    let mut write = std::pin::pin!(async {
+        stream.write_all(data).await?;
+        stream.flush().await
+    });
+    if let Some(done) = futures_lite::future::poll_once(write.as_mut()).await {
+        return done;
+    }
+    match crate::runtime::timeout(limit, write).await {
+        Some(done) => done,
+        None => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "client did not read the response in time",
+        )),
+    }
+}
+
 /// The response side of one request on a client connection.
 pub struct Responder<'a, S> {
     stream: &'a mut S,
@@ -85,6 +118,8 @@ pub struct Responder<'a, S> {
     reset: bool,
     /// The client socket, when the connection has one.
     socket: Option<std::os::fd::RawFd>,
+    /// Limit of each write to the client.
+    write_timeout: Duration,
 }
 
 impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
@@ -108,6 +143,7 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
             always: Vec::new(),
             reset: false,
             socket: None,
+            write_timeout: DEFAULT_CLIENT_WRITE,
         }
     }
 
@@ -144,6 +180,13 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
     /// Whether [`Responder::reset_after`] was asked for.
     pub fn resets(&self) -> bool {
         self.reset
+    }
+
+    /// Sets the limit of each write to the client (a client that does not
+    /// read for this long gets its connection closed).
+    pub(crate) fn with_write_timeout(mut self, limit: Duration) -> Self {
+        self.write_timeout = limit;
+        self
     }
 
     /// What this request did so far; handlers fill in what they learn.
@@ -234,10 +277,7 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
     /// Writes out everything buffered.
     pub async fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
-            self.stream.write_all(self.out).await?;
-            // A no-op on a TCP stream; on TLS it pushes out the records
-            // still held in the session.
-            self.stream.flush().await?;
+            write_all_within(self.stream, self.out, self.write_timeout).await?;
             let n = self.out.len();
             self.sent(n);
             self.out.clear();
@@ -260,8 +300,7 @@ impl<'a, S: AsyncWrite + Unpin> Responder<'a, S> {
             self.flush().await?;
         }
         if !data.is_empty() {
-            self.stream.write_all(data).await?;
-            self.stream.flush().await?;
+            write_all_within(self.stream, data, self.write_timeout).await?;
             self.sent(data.len());
         }
         Ok(())

@@ -286,7 +286,8 @@ async fn serve_shard<H: Service + 'static>(
         };
         let _ = stream.set_nodelay(true);
         if state.connections.get() >= spec.max_connections_per_shard {
-            glommio::spawn_local(reject_over_capacity(stream, state.clone())).detach();
+            glommio::spawn_local(reject_over_capacity(stream, state.clone(), service.clone()))
+                .detach();
             continue;
         }
         state.connections.set(state.connections.get() + 1);
@@ -339,7 +340,14 @@ impl Drop for ConnectionGuard {
     }
 }
 
-async fn reject_over_capacity(mut stream: EpollStream, state: Rc<ShardState>) {
+/// Answers a connection beyond the cap with 503 and closes it. The answer
+/// is recorded like any other (metrics, access log), so a connection flood
+/// shows up as 503s.
+async fn reject_over_capacity<H: Service>(
+    mut stream: EpollStream,
+    state: Rc<ShardState>,
+    service: Rc<H>,
+) {
     let mut out = Vec::with_capacity(256);
     let mut exchange = Exchange::new(state.ids.next(), std::time::Instant::now(), 0);
     let err = GatewayError::new(
@@ -355,6 +363,11 @@ async fn reject_over_capacity(mut stream: EpollStream, state: Rc<ShardState>) {
         false,
         &mut exchange,
     );
-    let _ = resp.send_error(&err).await;
+    let sent = resp.send_error(&err).await;
+    if sent.is_err() {
+        exchange.status = 499;
+        exchange.error = super::exchange::ErrorClass::ClientDisconnect;
+    }
+    service.finish(&exchange);
     let _ = stream.close().await;
 }
