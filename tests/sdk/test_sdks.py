@@ -128,7 +128,10 @@ def gateway_config(mock_addr: str) -> str:
     def provider(name: str, protocol: str, path: str, key: str) -> str:
         return (
             f'[[providers]]\nname = "{name}"\nprotocol = "{protocol}"\n'
-            f'base_url = "http://{mock_addr}{path}"\napi_key = "{key}"\n\n'
+            f'base_url = "http://{mock_addr}{path}"\napi_key = "{key}"\n'
+            # The error scenarios answer 429/5xx by model name on purpose:
+            # the single key must not cool down or be disabled between tests.
+            f'pool = {{ cooldown_max_ms = 0, error_threshold = 1000 }}\n\n'
         )
 
     def model(name: str, provider: str, upstream: str) -> str:
