@@ -194,7 +194,11 @@ pub fn write_f64(out: &mut Vec<u8>, f: f64) {
         // an int, not a float, to others). Debug switches to `1e308` /
         // `1e-7` outside [1e-4, 1e16), so use it there.
         let a = f.abs();
-        if a != 0.0 && !(1e-4..1e16).contains(&a) {
+        if a == 0.0 {
+            // "-0" reads back as the integer 0, so a negative zero would
+            // not survive a second round trip: write both zeros as 0.
+            out.push(b'0');
+        } else if !(1e-4..1e16).contains(&a) {
             let _ = write!(out, "{f:?}");
         } else {
             let _ = write!(out, "{f}");
@@ -305,6 +309,15 @@ mod tests {
             let mut body = bad.as_bytes().to_vec();
             assert!(parse(&mut body, &mut buffers).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn zero_is_written_without_a_sign_so_rewriting_is_stable() {
+        // Found by fuzz/json_parse: -1.5E-10203685 is -0.0, written "-0",
+        // which parses back as the integer 0 and is then written "0".
+        let once = roundtrip("[-0.0,-1.5E-10203685,0.0]");
+        assert_eq!(once, "[0,0,0]");
+        assert_eq!(roundtrip(&once), once);
     }
 
     #[test]
