@@ -439,13 +439,21 @@ fn slow_readers_are_closed_by_client_write_and_not_buffered() {
     let mut peak_fds = 0;
     // Until the gateway has closed every slow reader: its open connections
     // are only the normal client's and this probe's.
+    // The gauge is published about once a second: the condition must hold
+    // for longer than that, so a stale sample cannot end the wait early.
+    let mut quiet_since: Option<Duration> = None;
     let closed_after = loop {
         peak_rss = peak_rss.max(rss_kib(gw.pid()));
         peak_fds = peak_fds.max(fd_count(gw.pid()));
         let open = metric(&gw, "shardgate_open_connections", "");
         let elapsed = started.elapsed();
         if open <= 2.0 && elapsed >= Duration::from_millis(CLIENT_WRITE_MS) {
-            break elapsed;
+            let since = *quiet_since.get_or_insert(elapsed);
+            if elapsed - since >= Duration::from_millis(1500) {
+                break since;
+            }
+        } else {
+            quiet_since = None;
         }
         assert!(
             elapsed < Duration::from_millis(CLIENT_WRITE_MS + 15_000),
