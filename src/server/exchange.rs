@@ -115,6 +115,22 @@ pub fn id_seed() -> u64 {
     x ^ (x >> 31)
 }
 
+/// The class of a failed exchange with the upstream, at any phase.
+pub fn error_class_of_upstream(e: &crate::upstream::UpstreamError) -> ErrorClass {
+    use crate::upstream::UpstreamError;
+    match e {
+        UpstreamError::Dns(_) | UpstreamError::ConnectRefused(_) | UpstreamError::Tls(_) => {
+            ErrorClass::UpstreamConnect
+        }
+        UpstreamError::ConnectTimeout
+        | UpstreamError::HeadTimeout
+        | UpstreamError::BodyIdleTimeout => ErrorClass::UpstreamTimeout,
+        UpstreamError::Closed { .. } | UpstreamError::Io(_) | UpstreamError::BadResponse(_) => {
+            ErrorClass::UpstreamProtocol
+        }
+    }
+}
+
 /// The class of a gateway-made error response with `status`.
 pub fn error_class_of_status(status: u16) -> ErrorClass {
     match status {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_lite::AsyncWrite;
 
-use super::exchange::ErrorClass;
+use super::exchange::error_class_of_upstream;
 use super::responder::{client_gone, client_went_away, BodyFraming, Responder};
 use crate::http::{listed_in_connection, ResponseFraming};
 use crate::metrics::InflightGuard;
@@ -156,11 +156,7 @@ pub async fn forward_response<S: AsyncWrite + Unpin>(
             },
             Ok(BodyChunk::End) => break,
             Err(e) => {
-                let class = match e {
-                    crate::upstream::UpstreamError::BodyIdleTimeout => ErrorClass::UpstreamTimeout,
-                    _ => ErrorClass::UpstreamProtocol,
-                };
-                resp.exchange().error = class;
+                resp.exchange().error = error_class_of_upstream(&e);
                 if resp.nothing_sent() {
                     // Only the head is buffered: the client can still get
                     // a real status (502, or 504 for a silent upstream).

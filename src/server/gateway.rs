@@ -29,12 +29,12 @@ use crate::protocol::{json, translate};
 use crate::routing::{
     pick, traits_of_body, Condition, ModelDefaults, ModelSpec, ModelTable, Outcome, Rule,
 };
-use crate::upstream::{exchange, Pool, UpstreamError, UpstreamRequest};
+use crate::upstream::{exchange, Pool, UpstreamRequest};
 use std::borrow::Cow;
 use std::time::Instant;
 use subtle::ConstantTimeEq;
 
-use super::exchange::{BodyCapture, ErrorClass, Exchange};
+use super::exchange::{error_class_of_upstream, BodyCapture, ErrorClass, Exchange};
 use super::telemetry::{ShardLog, SharedTelemetry, Telemetry};
 use crate::log::ModelName;
 
@@ -403,7 +403,7 @@ impl Gateway {
                     Ok(upstream) => upstream,
                     Err(e) => {
                         self.credentials.release(lease, Outcome::Network);
-                        resp.exchange().error = upstream_error_class(&e);
+                        resp.exchange().error = error_class_of_upstream(&e);
                         failure = Some(Failure::Upstream(GatewayError::new(
                             e.status(),
                             e.code(),
@@ -926,20 +926,6 @@ fn route_of(path: &[u8]) -> Route {
         b"/metrics" => Route::Metrics,
         p if p.starts_with(b"/admin/") => Route::Admin,
         _ => Route::Other,
-    }
-}
-
-fn upstream_error_class(e: &UpstreamError) -> ErrorClass {
-    match e {
-        UpstreamError::Dns(_) | UpstreamError::ConnectRefused(_) | UpstreamError::Tls(_) => {
-            ErrorClass::UpstreamConnect
-        }
-        UpstreamError::ConnectTimeout
-        | UpstreamError::HeadTimeout
-        | UpstreamError::BodyIdleTimeout => ErrorClass::UpstreamTimeout,
-        UpstreamError::Closed { .. } | UpstreamError::Io(_) | UpstreamError::BadResponse(_) => {
-            ErrorClass::UpstreamProtocol
-        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_lite::AsyncWrite;
 use simd_json::Buffers;
 
-use super::exchange::ErrorClass;
+use super::exchange::{error_class_of_upstream, ErrorClass};
 use super::responder::{client_gone, client_went_away, BodyFraming, Responder};
 use crate::metrics::InflightGuard;
 use crate::protocol::ir::{Dialect, EncodeOptions, ErrorInfo, ErrorKind};
@@ -57,7 +57,7 @@ pub async fn relay_translated<S: AsyncWrite + Unpin>(
             ReadFailure::Upstream(e) => e,
             ReadFailure::ClientGone => return Err(client_went_away()),
         };
-        resp.exchange().error = error_class(&e);
+        resp.exchange().error = error_class_of_upstream(&e);
         let err = ErrorInfo::new(e.status(), format!("reading the provider's answer: {e}"));
         return send_error(resp, t.client, &err).await;
     }
@@ -228,7 +228,7 @@ async fn relay_stream<S: AsyncWrite + Unpin>(
             Err(e) if resp.nothing_sent() => {
                 // Only the head is buffered: the client can still get a
                 // real status (502, or 504 for a silent upstream).
-                resp.exchange().error = error_class(&e);
+                resp.exchange().error = error_class_of_upstream(&e);
                 let err = ErrorInfo::new(
                     e.status(),
                     format!("the provider failed before its answer began: {e}"),
@@ -236,7 +236,7 @@ async fn relay_stream<S: AsyncWrite + Unpin>(
                 return send_error(resp, t.client, &err).await;
             }
             Err(e) => {
-                resp.exchange().error = error_class(&e);
+                resp.exchange().error = error_class_of_upstream(&e);
                 let status = e.status();
                 translator.fail(
                     ErrorInfo::new(status, format!("the provider failed mid-answer: {e}")),
@@ -265,11 +265,4 @@ async fn relay_stream<S: AsyncWrite + Unpin>(
         pool.release(upstream.conn);
     }
     Ok(())
-}
-
-fn error_class(e: &UpstreamError) -> ErrorClass {
-    match e {
-        UpstreamError::BodyIdleTimeout | UpstreamError::HeadTimeout => ErrorClass::UpstreamTimeout,
-        _ => ErrorClass::UpstreamProtocol,
-    }
 }
