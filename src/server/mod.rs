@@ -101,6 +101,16 @@ impl BoundGateway {
     pub fn bind(config: Config) -> Result<Self, ServeError> {
         let shards = shard_count(&config);
         shard::ensure_memlock(shards).map_err(ServeError::Shards)?;
+        let (nofile, fds_needed) =
+            shard::raise_nofile(shards, config.limits.max_connections_per_shard);
+        if nofile < fds_needed {
+            eprintln!(
+                "shardgate: warning: the open-file limit is {nofile}, but {shards} shard(s) x \
+                 max_connections_per_shard {} may need about {fds_needed} fds (client plus \
+                 upstream connections); raise it (ulimit -n, LimitNOFILE=) or lower the cap",
+                config.limits.max_connections_per_shard
+            );
+        }
         let tls = tls::client_config(config.extra_ca_file.as_deref()).map_err(ServeError::Tls)?;
         let client_tls = match &config.client_tls {
             Some(t) => Some(tls_listener::server_config(t).map_err(ServeError::Tls)?),

@@ -136,6 +136,38 @@ pub fn ensure_memlock(shards: usize) -> Result<(), ShardError> {
     Ok(())
 }
 
+/// Raises the soft RLIMIT_NOFILE to the hard limit, as a server that holds
+/// thousands of connections must (the usual soft default is 1024, below one
+/// shard's default connection cap). Returns the soft limit now in force and
+/// the number of fds the configured caps may need, so the caller can warn
+/// when the cap cannot be reached: every client connection can hold one
+/// upstream connection, plus the listeners, the log and credential files.
+pub fn raise_nofile(shards: usize, max_connections_per_shard: usize) -> (u64, u64) {
+    let needed = (shards as u64)
+        .saturating_mul(max_connections_per_shard as u64)
+        .saturating_mul(2)
+        .saturating_add(256);
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return (u64::MAX, needed);
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    (lim.rlim_cur, needed)
+}
+
 /// The current RLIMIT_MEMLOCK (unlimited if it cannot be read: glommio
 /// then reports a real shortage itself).
 fn memlock_limit() -> libc::rlimit {
