@@ -17,6 +17,10 @@
 //! - `malformed`: anything else that arrived;
 //! - `failed`: no response (connect, read or write error, 30 s timeout).
 //!
+//! `--rate max` runs a closed loop instead (each connection sends its next
+//! request as soon as the previous answer is in, for `--seconds`): the soak
+//! measures its maximum that way, with the same mix and the same client.
+//!
 //! Prints `key=value` lines: counts by outcome, kind and status class,
 //! latency percentiles (µs; 10 µs buckets below 100 ms, 1 ms above),
 //! achieved rate.
@@ -387,7 +391,11 @@ fn parse_args() -> Args {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
             "--addr" => args.addr = value.parse().expect("--addr HOST:PORT"),
-            "--rate" => args.rate = value.parse().expect("--rate N"),
+            // `max`: closed loop, each connection sends its next request as
+            // soon as the previous answer is in; the soak measures its
+            // maximum this way, with the same mix and client as the run.
+            "--rate" if value == "max" => args.rate = 0.0,
+            "--rate" => args.rate = value.parse().expect("--rate N|max"),
             "--seconds" => args.seconds = value.parse().expect("--seconds N"),
             "--conns" => args.conns = value.parse().expect("--conns N"),
             "--fault-pct" => {
@@ -397,26 +405,50 @@ fn parse_args() -> Args {
         }
     }
     assert!(args.addr.ip().is_loopback(), "loopback addresses only");
-    assert!(args.rate > 0.0 && args.seconds > 0.0 && args.conns > 0);
+    assert!(args.rate >= 0.0 && args.seconds > 0.0 && args.conns > 0);
     args
 }
 
 fn main() {
     let args = parse_args();
-    let total = (args.rate * args.seconds) as u64;
+    let closed_loop = args.rate == 0.0;
+    let total = if closed_loop {
+        u64::MAX
+    } else {
+        (args.rate * args.seconds) as u64
+    };
     let start = Instant::now() + Duration::from_millis(200);
+    let stop_at = start + Duration::from_secs_f64(args.seconds);
+    let next_index = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let threads: Vec<_> = (0..args.conns)
         .map(|k| {
             let addr = args.addr;
             let rate = args.rate;
             let conns = args.conns;
             let fault = args.fault_per_mille;
+            let next_index = next_index.clone();
             std::thread::spawn(move || {
                 let mut st = Stats::new();
                 let mut conn: Option<(TcpStream, BufReader<TcpStream>)> = None;
-                let mut i = k;
+                let mut i = if closed_loop {
+                    next_index.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                } else {
+                    k
+                };
                 while i < total {
-                    let due = start + Duration::from_secs_f64(i as f64 / rate);
+                    let due = if closed_loop {
+                        let now = Instant::now();
+                        if now < start {
+                            std::thread::sleep(start - now);
+                        }
+                        let now = Instant::now();
+                        if now >= stop_at {
+                            break;
+                        }
+                        now
+                    } else {
+                        start + Duration::from_secs_f64(i as f64 / rate)
+                    };
                     let now = Instant::now();
                     if due > now {
                         std::thread::sleep(due - now);
@@ -472,7 +504,11 @@ fn main() {
                         };
                         st.examples.push(what);
                     }
-                    i += conns;
+                    i = if closed_loop {
+                        next_index.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    } else {
+                        i + conns
+                    };
                 }
                 st
             })
@@ -484,7 +520,7 @@ fn main() {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let sent: u64 = all.outcomes.iter().sum();
-    println!("scheduled={total}");
+    println!("scheduled={}", if closed_loop { sent } else { total });
     println!("sent={sent}");
     println!("elapsed_s={elapsed:.2}");
     println!("achieved_rate={:.0}", sent as f64 / elapsed);
