@@ -106,8 +106,9 @@ impl BoundGateway {
         if nofile < fds_needed {
             eprintln!(
                 "shardgate: warning: the open-file limit is {nofile}, but {shards} shard(s) x \
-                 max_connections_per_shard {} may need about {fds_needed} fds (client plus \
-                 upstream connections); raise it (ulimit -n, LimitNOFILE=) or lower the cap",
+                 max_connections_per_shard {} need about {fds_needed} fds for client connections \
+                 alone (upstream connections come on top); raise it (ulimit -n, LimitNOFILE=) \
+                 or lower the cap",
                 config.limits.max_connections_per_shard
             );
         }

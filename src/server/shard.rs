@@ -139,13 +139,14 @@ pub fn ensure_memlock(shards: usize) -> Result<(), ShardError> {
 /// Raises the soft RLIMIT_NOFILE to the hard limit, as a server that holds
 /// thousands of connections must (the usual soft default is 1024, below one
 /// shard's default connection cap). Returns the soft limit now in force and
-/// the number of fds the configured caps may need, so the caller can warn
-/// when the cap cannot be reached: every client connection can hold one
-/// upstream connection, plus the listeners, the log and credential files.
+/// the number of fds the client connection caps alone need (plus room for
+/// listeners, the log and credential files), so the caller can warn when
+/// the cap cannot be reached. Upstream connections come on top, one per
+/// request in flight, so a limit just above this still refuses work at
+/// full load; the warning is for a limit that cannot even hold the clients.
 pub fn raise_nofile(shards: usize, max_connections_per_shard: usize) -> (u64, u64) {
     let needed = (shards as u64)
         .saturating_mul(max_connections_per_shard as u64)
-        .saturating_mul(2)
         .saturating_add(256);
     let mut lim = libc::rlimit {
         rlim_cur: 0,
