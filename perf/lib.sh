@@ -179,6 +179,32 @@ start_mock() {
     PIDS+=("$MOCK_PID")
     wait_listening "$MOCK_PID" "$WORK/mock.log" "$MOCK_PORT"
     log "mock provider pid $MOCK_PID on 127.0.0.1:$MOCK_PORT"
+    # The workload for `perf stat/record -p PID -- $WORK/window FILE SECS`:
+    # perf counts only while it runs, so the mock's request count read at
+    # its start and end brackets exactly the counted window (reading it
+    # around the perf command would add perf's own start-up, a noticeable
+    # fraction of a second with many events and threads).
+    cat >"$WORK/window" <<EOF
+#!/usr/bin/env bash
+set -euo pipefail
+count() {
+    echo "\$(curl -s --max-time 5 http://127.0.0.1:$MOCK_PORT/mock/stats |
+        sed -n 's/.*"chat_requests":\([0-9]*\).*/\1/p') \$(date +%s.%N)"
+}
+count >"\$1.start"
+sleep "\$2"
+count >"\$1.end"
+EOF
+    chmod +x "$WORK/window"
+}
+
+# window_result FILE: "REQUESTS SECONDS" of a window run by $WORK/window.
+window_result() {
+    local n0 t0 n1 t1
+    read -r n0 t0 <"$1.start"
+    read -r n1 t1 <"$1.end"
+    [[ -n $n0 && -n $n1 ]] || die "could not read the mock's request count around the window"
+    awk -v a="$n0" -v b="$n1" -v s="$t0" -v e="$t1" 'BEGIN { printf "%d %.3f", b - a, e - s }'
 }
 
 # Chat requests the mock has answered so far (every scenario reaches it as
