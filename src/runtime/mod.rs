@@ -1,9 +1,11 @@
-//! The small surface of the async runtime the I/O layers use: timers, and
-//! (in [`net`]) TCP streams driven by a per-shard edge-triggered epoll.
+//! The small surface of the async runtime the I/O layers use: timers,
+//! (in [`net`]) TCP streams driven by a per-shard edge-triggered epoll, and
+//! (in [`buffers`]) the shard's free lists of read buffers.
 //!
 //! Keeping timers behind these functions keeps glommio out of the rest of
 //! the code, so the runtime can be swapped without touching callers.
 
+pub mod buffers;
 pub mod net;
 
 use std::future::Future;

@@ -5,8 +5,11 @@
 //! pipelined requests are answered in the order they arrived. Every wait has
 //! a deadline: idle keep-alive, header read and body read.
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -19,6 +22,7 @@ use crate::http::{
     parse_request_head, BodyFraming, ChunkedDecoder, HeadLimits, ParseStatus, RequestHead,
 };
 use crate::runtime;
+use crate::runtime::buffers;
 
 /// Limits and timeouts of client connections.
 #[derive(Clone, Debug)]
@@ -81,10 +85,19 @@ pub trait Service {
     }
 }
 
-/// Initial read buffer of a client connection; grown for large bodies and
-/// shrunk back afterwards so idle connections stay small.
-const INITIAL_BUF: usize = 8 * 1024;
+/// Read buffer of a client connection, taken from the shard's free list
+/// when a request's first bytes arrive and given back when it is answered;
+/// grown for large bodies (and then freed, not kept).
+const INITIAL_BUF: usize = buffers::CLIENT_READ;
 const KEEP_BUF_MAX: usize = 64 * 1024;
+/// Capacity of the response buffer a request starts with.
+const OUT_BUF: usize = 1024;
+
+thread_local! {
+    /// Where idle connections read the first bytes of their next request
+    /// (see [`Conn::read_idle`]); one per shard.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; INITIAL_BUF]);
+}
 
 /// How long a connection closed by the gateway keeps draining what the
 /// client still sends, so the error response is not lost to a TCP reset.
@@ -111,8 +124,72 @@ struct Conn<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// Waits, until `until` or shutdown, for the first bytes of the next
+    /// request without holding a read buffer: they are read into the
+    /// shard's scratch buffer, which is never held across a wait, and only
+    /// then copied into a buffer from the free list. An idle keep-alive
+    /// connection thus holds no buffer at all; the copy is of the bytes one
+    /// read returned, usually a whole small request.
+    async fn read_idle(&mut self, until: Instant, state: &ShardState) -> ReadOutcome {
+        debug_assert_eq!(self.start, self.end);
+        let Conn {
+            stream,
+            buf,
+            start,
+            end,
+            ..
+        } = self;
+        let read = futures_lite::future::poll_fn(|cx| {
+            SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                match Pin::new(&mut *stream).poll_read(cx, &mut scratch[..]) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        if buf.len() < n {
+                            *buf = buffers::take(INITIAL_BUF.max(n));
+                        }
+                        buf[..n].copy_from_slice(&scratch[..n]);
+                        *start = 0;
+                        *end = n;
+                        Poll::Ready(Ok(n))
+                    }
+                    other => other,
+                }
+            })
+        });
+        let waited = runtime::deadline(
+            until,
+            futures_lite::future::or(async { Some(read.await) }, async {
+                state.shutdown.wait().await;
+                None
+            }),
+        )
+        .await;
+        match waited {
+            None => ReadOutcome::TimedOut,
+            Some(None) => ReadOutcome::Shutdown,
+            Some(Some(Ok(0))) | Some(Some(Err(_))) => ReadOutcome::Eof,
+            Some(Some(Ok(_))) => ReadOutcome::Data,
+        }
+    }
+
+    /// Hands the read buffer back to the shard's free list when no
+    /// received byte is pending (an idle connection needs none), and drops
+    /// the response and chunked-body buffers.
+    fn release_buffers(&mut self) {
+        if self.start == self.end {
+            buffers::give(std::mem::take(&mut self.buf));
+            self.start = 0;
+            self.end = 0;
+        }
+        self.out = Vec::new();
+        self.chunked_body = Vec::new();
+    }
+
     /// Reads more bytes after `end`, growing the buffer when full.
     async fn read_more(&mut self, until: Option<Instant>, state: &ShardState) -> ReadOutcome {
+        if self.buf.is_empty() {
+            self.buf = buffers::take(INITIAL_BUF);
+        }
         if self.start > 0 && self.end == self.buf.len() {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -174,7 +251,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let _ = self.stream.close().await;
         let deadline = Instant::now() + LINGER;
         let mut drained = 0;
-        let mut sink = [0u8; 4096];
+        // On the heap: an array here would be part of every connection's
+        // future, idle or not, for a path only failing requests take.
+        let mut sink = vec![0u8; 4096];
         while drained < LINGER_MAX_BYTES {
             match runtime::deadline(deadline, self.stream.read(&mut sink)).await {
                 Some(Ok(n)) if n > 0 => drained += n,
@@ -197,10 +276,10 @@ pub async fn serve_connection<S, H>(
 {
     let mut conn = Conn {
         stream,
-        buf: vec![0; INITIAL_BUF],
+        buf: Vec::new(),
         start: 0,
         end: 0,
-        out: Vec::with_capacity(1024),
+        out: Vec::new(),
         chunked_body: Vec::new(),
         head: RequestHead::default(),
     };
@@ -226,10 +305,13 @@ pub async fn serve_connection<S, H>(
                 return;
             }
             let idle_until = Instant::now() + settings.keep_alive_idle;
-            match runtime::deadline(idle_until, conn.read_more(None, state)).await {
-                Some(ReadOutcome::Data) => {}
+            match conn.read_idle(idle_until, state).await {
+                ReadOutcome::Data => {}
                 _ => return,
             }
+        }
+        if conn.out.capacity() == 0 {
+            conn.out = Vec::with_capacity(OUT_BUF);
         }
 
         // The head, within the header-read deadline.
@@ -362,7 +444,10 @@ pub async fn serve_connection<S, H>(
         )
         .with_write_timeout(write_timeout);
         responder.set_socket(fd);
-        let result = service.call(request, &mut responder).await;
+        // Boxed: the service's future is by far the largest part of a
+        // connection's state (~12 KB), and only a request in flight needs
+        // it; inline, every idle keep-alive connection would carry it.
+        let result = Box::pin(service.call(request, &mut responder)).await;
         let keep_alive = responder.keep_alive();
         let reset = responder.resets();
         if result.is_err() {
@@ -383,15 +468,13 @@ pub async fn serve_connection<S, H>(
             return;
         }
         conn.start += consumed_total;
+        conn.release_buffers();
         if conn.buf.len() > KEEP_BUF_MAX && conn.end - conn.start <= INITIAL_BUF {
             conn.buf.copy_within(conn.start..conn.end, 0);
             conn.end -= conn.start;
             conn.start = 0;
             conn.buf.truncate(INITIAL_BUF);
             conn.buf.shrink_to_fit();
-        }
-        if conn.chunked_body.capacity() > KEEP_BUF_MAX {
-            conn.chunked_body = Vec::new();
         }
     }
 }

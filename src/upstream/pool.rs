@@ -12,6 +12,7 @@ use rustls::pki_types::ServerName;
 use super::{DnsCache, UpstreamError, UpstreamStream};
 use crate::config::{BaseUrl, Scheme};
 use crate::runtime;
+use crate::runtime::buffers;
 
 /// Identity of an upstream endpoint: connections are reusable within a key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -46,8 +47,10 @@ pub struct PooledConn {
     idle_since: Instant,
 }
 
-/// Size of an upstream connection's read buffer.
-const READ_BUF: usize = 32 * 1024;
+/// Size of an upstream connection's read buffer. Taken from the shard's
+/// free list while the connection serves a request, given back while it
+/// waits in the pool, so idle upstream connections hold no buffer.
+const READ_BUF: usize = crate::runtime::buffers::UPSTREAM_READ;
 
 impl PooledConn {
     fn new(stream: UpstreamStream, key: PoolKey) -> Self {
@@ -55,7 +58,7 @@ impl PooledConn {
             stream,
             key,
             reused: false,
-            buf: vec![0; READ_BUF],
+            buf: buffers::take(READ_BUF),
             start: 0,
             end: 0,
             idle_since: Instant::now(),
@@ -70,6 +73,9 @@ impl PooledConn {
     /// Makes room at the end of the buffer: moves pending bytes to the
     /// front, and grows the buffer when it is full of pending bytes.
     pub fn make_room(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = buffers::take(READ_BUF);
+        }
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -182,6 +188,7 @@ impl Pool {
         while let Some(mut conn) = list.pop() {
             if now.duration_since(conn.idle_since) < self.idle_timeout {
                 conn.reused = true;
+                conn.buf = buffers::take(READ_BUF);
                 return Some(conn);
             }
         }
@@ -197,6 +204,7 @@ impl Pool {
         }
         conn.start = 0;
         conn.end = 0;
+        buffers::give(std::mem::take(&mut conn.buf));
         conn.idle_since = Instant::now();
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(conn.key.clone()).or_default();
