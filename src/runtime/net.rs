@@ -482,6 +482,119 @@ impl EpollListener {
     }
 }
 
+/// A wake-up any thread can ring for a task on one shard: an eventfd,
+/// registered in that shard's epoll by [`Doorbell::listen`].
+///
+/// Cross-shard mailboxes use it so their reader sleeps until something
+/// arrives instead of looking every few milliseconds: an idle gateway then
+/// has no timer wake-ups for them at all. If the eventfd cannot be created
+/// (fd exhaustion at start), ringing does nothing and [`BellListener::rung`]
+/// never completes; callers race it against their own periodic tick.
+pub struct Doorbell {
+    fd: Option<OwnedFd>,
+}
+
+impl Doorbell {
+    /// A new, unrung bell.
+    pub fn new() -> Self {
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        Doorbell {
+            // SAFETY: a fresh fd we own.
+            fd: (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) }),
+        }
+    }
+
+    /// Rings the bell, from any thread; never blocks. Rings before the
+    /// listener waits are not lost: the counter stays non-zero.
+    pub fn ring(&self) {
+        if let Some(fd) = &self.fd {
+            let one: u64 = 1;
+            // SAFETY: valid eventfd and an 8-byte buffer. A full counter
+            // (EAGAIN) means it is rung already.
+            unsafe { libc::write(fd.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
+        }
+    }
+
+    /// Registers the bell in the current shard's epoll, for one task there
+    /// to wait on.
+    pub fn listen(self: &std::sync::Arc<Self>) -> io::Result<BellListener> {
+        let reg = match &self.fd {
+            Some(fd) => Some(reactor()?.register(fd.as_raw_fd(), true)?),
+            None => None,
+        };
+        Ok(BellListener {
+            reg,
+            bell: self.clone(),
+        })
+    }
+}
+
+impl Default for Doorbell {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One shard's view of a [`Doorbell`].
+pub struct BellListener {
+    reg: Option<Registration>,
+    bell: std::sync::Arc<Doorbell>,
+}
+
+impl BellListener {
+    /// Completes once the bell has been rung since the last time this
+    /// completed (or since [`Doorbell::listen`], for rings before it).
+    pub async fn rung(&self) {
+        let (Some(reg), Some(fd)) = (&self.reg, &self.bell.fd) else {
+            return std::future::pending().await;
+        };
+        std::future::poll_fn(|cx| {
+            let r = &reg.readiness;
+            if r.can_read() {
+                let mut count = 0u64;
+                // SAFETY: valid eventfd and an 8-byte buffer; reading
+                // resets the counter.
+                let n = unsafe {
+                    libc::read(
+                        fd.as_raw_fd(),
+                        &mut count as *mut u64 as *mut libc::c_void,
+                        8,
+                    )
+                };
+                if n == 8 {
+                    return Poll::Ready(());
+                }
+                // Drained (EAGAIN): edge-triggered, the next ring raises a
+                // new event.
+                r.readable.set(false);
+            }
+            r.read_waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Drop for BellListener {
+    fn drop(&mut self) {
+        // The eventfd outlives this registration (the bell is shared), so
+        // it must leave the epoll set explicitly before its slot is freed.
+        if let (Some(reg), Some(fd)) = (&self.reg, &self.bell.fd) {
+            // SAFETY: valid fds; failure only leaves a stale entry whose
+            // token maps to no slot.
+            unsafe {
+                libc::epoll_ctl(
+                    reg.reactor.epfd.as_raw_fd(),
+                    libc::EPOLL_CTL_DEL,
+                    fd.as_raw_fd(),
+                    std::ptr::null_mut(),
+                )
+            };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,6 +617,42 @@ mod tests {
         let (client, server) =
             futures_lite::future::zip(EpollStream::connect(addr), listener.accept()).await;
         (client.unwrap(), server.unwrap())
+    }
+
+    #[test]
+    fn a_doorbell_rung_from_another_thread_wakes_its_listener() {
+        run(|| async {
+            let bell = std::sync::Arc::new(Doorbell::new());
+            let listener = bell.listen().unwrap();
+            // Nothing rung yet.
+            let early = crate::runtime::timeout(Duration::from_millis(20), listener.rung()).await;
+            assert!(early.is_none());
+            // A ring before the wait is kept; two rings are one wake-up.
+            bell.ring();
+            bell.ring();
+            crate::runtime::timeout(Duration::from_secs(5), listener.rung())
+                .await
+                .expect("rung before the wait");
+            let again = crate::runtime::timeout(Duration::from_millis(20), listener.rung()).await;
+            assert!(again.is_none(), "two rings before one wait are one wake-up");
+            // From another thread, while waiting.
+            let remote = bell.clone();
+            let t = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                remote.ring();
+            });
+            crate::runtime::timeout(Duration::from_secs(5), listener.rung())
+                .await
+                .expect("rung from another thread");
+            t.join().unwrap();
+            drop(listener);
+            // Listening again after the first listener left the epoll set.
+            let listener = bell.listen().unwrap();
+            bell.ring();
+            crate::runtime::timeout(Duration::from_secs(5), listener.rung())
+                .await
+                .expect("a second listener");
+        });
     }
 
     #[test]

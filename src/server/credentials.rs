@@ -30,10 +30,15 @@ use crate::credentials::{
 use crate::http::{write, Method};
 use crate::protocol::json::write_string;
 use crate::routing::{Action, CredentialPool, HealthSettings, Outcome, Policy, Selection, SlotId};
+use crate::runtime::net::{BellListener, Doorbell};
 use crate::upstream::{exchange, BodyChunk, Pool, PoolKey, UpstreamRequest};
 
-/// How often shards look at their mailbox, and the control task at its own.
+/// How often a mailbox is looked at when its doorbell could not be
+/// registered (normally the bell wakes the reader when mail arrives).
 const MAILBOX_POLL: Duration = Duration::from_millis(5);
+/// How often a shard publishes its view for the admin endpoint when
+/// nothing changed.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// How often the control task checks expiries and the file watchers.
 const CONTROL_TICK: Duration = Duration::from_millis(200);
 /// How long a request waits for a refresh of the credential it picked
@@ -111,6 +116,8 @@ enum Control {
 struct Mailbox<T> {
     pending: AtomicBool,
     items: Mutex<Vec<T>>,
+    /// Rung on every push, so the reading task sleeps until there is mail.
+    bell: Arc<Doorbell>,
 }
 
 impl<T> Mailbox<T> {
@@ -118,6 +125,7 @@ impl<T> Mailbox<T> {
         Mailbox {
             pending: AtomicBool::new(false),
             items: Mutex::new(Vec::new()),
+            bell: Arc::new(Doorbell::new()),
         }
     }
 
@@ -127,6 +135,18 @@ impl<T> Mailbox<T> {
             .unwrap_or_else(|e| e.into_inner())
             .push(item);
         self.pending.store(true, Ordering::Release);
+        self.bell.ring();
+    }
+
+    /// Waits up to `tick` for mail: the bell, or the tick for the reader's
+    /// own periodic work (and as a fallback if the bell cannot be heard).
+    async fn wait(&self, listener: Option<&BellListener>, tick: Duration) {
+        match listener {
+            Some(l) => {
+                crate::runtime::timeout(tick, l.rung()).await;
+            }
+            None => crate::runtime::sleep(tick.min(MAILBOX_POLL)).await,
+        }
     }
 
     fn take(&self) -> Vec<T> {
@@ -616,12 +636,16 @@ impl ShardCredentials {
         // Apply updates as they come, and publish this shard's view for
         // the admin endpoint.
         let weak = Rc::downgrade(&this);
+        let hub_for_task = hub.clone();
+        let shard_index = this.shard;
         glommio::spawn_local(async move {
+            let mailbox = &hub_for_task.shards[shard_index];
+            let listener = mailbox.bell.listen().ok();
             let mut last_publish = Instant::now();
             loop {
-                crate::runtime::sleep(MAILBOX_POLL).await;
+                mailbox.wait(listener.as_ref(), PUBLISH_EVERY).await;
                 let Some(this) = weak.upgrade() else { return };
-                let updates = this.hub.shards[this.shard].take();
+                let updates = mailbox.take();
                 let any = !updates.is_empty();
                 for u in updates {
                     this.apply(u);
@@ -629,7 +653,7 @@ impl ShardCredentials {
                 if any {
                     this.changed.notify(usize::MAX);
                 }
-                if last_publish.elapsed() >= Duration::from_secs(1) || any {
+                if last_publish.elapsed() >= PUBLISH_EVERY || any {
                     last_publish = Instant::now();
                     this.publish();
                 }
@@ -901,9 +925,11 @@ pub fn start_control(config: Arc<Config>, hub: Arc<CredentialHub>, pool: Rc<Pool
         watched.push((pi, watcher, index));
     }
     glommio::spawn_local(async move {
+        let listener = hub.control.bell.listen().ok();
         let mut last_tick = Instant::now() - CONTROL_TICK;
         loop {
-            crate::runtime::sleep(MAILBOX_POLL).await;
+            let next_tick = CONTROL_TICK.saturating_sub(last_tick.elapsed());
+            hub.control.wait(listener.as_ref(), next_tick).await;
             for msg in hub.control.take() {
                 let Control::Refresh { key, version } = msg;
                 let current = state
