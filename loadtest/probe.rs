@@ -34,12 +34,17 @@
 //!
 //! # `streams`: time to first token and pacing of concurrent SSE streams
 //!
-//! Opens `--streams` concurrent streaming requests (one thread each,
-//! started evenly over `--ramp-ms`) against a mock started with
-//! `--stream-chunks E --chunk-interval-ms I`. Each response is parsed
-//! incrementally (HTTP/1.1 head, chunked framing, SSE events split at blank
-//! lines, whatever the read and chunk boundaries) and timed from the moment
-//! the request was written: TTFB is the first body byte, TTFT the first
+//! Opens `--streams` concurrent streaming requests (started evenly over
+//! `--ramp-ms`) against a mock started with `--stream-chunks E
+//! --chunk-interval-ms I`. One thread drives them all: nonblocking sockets
+//! in a level-triggered epoll, each ready socket read until EAGAIN, every
+//! read timestamped as soon as it returns (a thread per stream made the
+//! client's own scheduling the largest noise on a small machine). Streams
+//! not finished `--ramp-ms + E * I + 60 s` after the start fail. Each
+//! response is parsed incrementally (HTTP/1.1 head, chunked framing, SSE
+//! events split at blank lines, whatever the read and chunk boundaries)
+//! and timed from the moment the request was written (every event a read
+//! completes gets that read's time): TTFB is the first body byte, TTFT the first
 //! event with a non-empty `"content"` (OpenAI chat delta). A stream is
 //! complete when its last event is `data: [DONE]` and the terminating
 //! chunk follows. Pacing: the mock sends content events `I` ms apart, so an
@@ -64,6 +69,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -909,71 +915,407 @@ struct StreamResult {
     content_events: u64,
 }
 
-fn one_stream(addr: SocketAddr, req: &[u8], read_timeout: Duration) -> StreamResult {
-    let mut r = StreamResult::default();
-    let mut s = match connect(addr).and_then(|s| s.set_read_timeout(Some(read_timeout)).map(|_| s))
-    {
-        Ok(s) => s,
-        Err(e) => {
-            r.error = Some(format!("connect: {e}"));
-            return r;
+/// One stream's answer, parsed as its bytes arrive. The caller timestamps
+/// every read; that time goes to each SSE event the read's bytes complete.
+struct StreamState {
+    /// When the request's last byte was written.
+    t0: Instant,
+    http: HttpParser,
+    sse: SseParser,
+    done_seen: bool,
+    after_done: bool,
+    r: StreamResult,
+}
+
+impl StreamState {
+    fn new(t0: Instant) -> Self {
+        StreamState {
+            t0,
+            http: HttpParser::new(),
+            sse: SseParser::new(),
+            done_seen: false,
+            after_done: false,
+            r: StreamResult::default(),
         }
-    };
-    if let Err(e) = s.write_all(req) {
-        r.error = Some(format!("write: {e}"));
-        return r;
     }
-    let t0 = Instant::now();
-    let mut http = HttpParser::new();
-    let mut sse = SseParser::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut done_seen = false;
-    let mut after_done = false;
-    while !http.done() {
-        let n = match s.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                r.error = Some(format!("read: {e}"));
-                break;
-            }
-        };
-        let at = us(t0.elapsed());
-        if n == 0 {
-            if let Err(e) = http.eof() {
-                r.error = Some(e);
-            }
-            break;
-        }
+
+    /// Whether the answer is over (whole, or failed): read no more.
+    fn finished(&self) -> bool {
+        self.r.error.is_some() || self.http.done()
+    }
+
+    /// Feeds the bytes of one read that returned at `now`.
+    fn read(&mut self, bytes: &[u8], now: Instant) {
+        let at = us(now.saturating_duration_since(self.t0));
+        let StreamState {
+            http,
+            sse,
+            done_seen,
+            after_done,
+            r,
+            ..
+        } = self;
         let mut on_event = |data: &[u8]| {
             r.events.push(at);
-            if done_seen {
-                after_done = true;
+            if *done_seen {
+                *after_done = true;
             }
             if data == b"[DONE]" {
-                done_seen = true;
+                *done_seen = true;
             } else if has_content(data) {
                 r.content_events += 1;
                 r.ttft_us.get_or_insert(at);
             }
         };
+        let mut ttfb = None;
         let mut on_body = |b: &[u8]| {
             if !b.is_empty() {
-                r.ttfb_us.get_or_insert(at);
+                ttfb.get_or_insert(at);
             }
             sse.feed(b, &mut on_event);
         };
-        if let Err(e) = http.feed(&buf[..n], &mut on_body) {
-            r.error = Some(e);
-            break;
+        let fed = http.feed(bytes, &mut on_body);
+        if self.r.ttfb_us.is_none() {
+            self.r.ttfb_us = ttfb;
+        }
+        if let Err(e) = fed {
+            self.fail(e);
         }
     }
-    r.status = http.status;
-    if r.error.is_none() && !(200..300).contains(&r.status) {
-        r.error = Some(format!("status {}", r.status));
+
+    /// The peer closed the connection.
+    fn eof(&mut self) {
+        if let Err(e) = self.http.eof() {
+            self.fail(e);
+        }
     }
-    r.complete = r.error.is_none() && http.done() && done_seen && !after_done;
-    r
+
+    /// Records the first error; later ones are consequences.
+    fn fail(&mut self, e: String) {
+        self.r.error.get_or_insert(e);
+    }
+
+    fn finish(self) -> StreamResult {
+        let mut r = self.r;
+        r.status = self.http.status;
+        if r.error.is_none() && !(200..300).contains(&r.status) {
+            r.error = Some(format!("status {}", r.status));
+        }
+        r.complete = r.error.is_none() && self.http.done() && self.done_seen && !self.after_done;
+        r
+    }
+}
+
+/// An epoll instance (level-triggered); an event's data is a caller's key.
+struct Poller(OwnedFd);
+
+impl Poller {
+    fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall; a nonnegative result is a new fd we own.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is open and owned by nobody else.
+        Ok(Poller(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, key: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: key };
+        // SAFETY: both fds are open; `ev` is a valid local.
+        if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout`; returns the ready events (none on EINTR).
+    fn wait<'a>(
+        &self,
+        evs: &'a mut [libc::epoll_event],
+        timeout: Duration,
+    ) -> io::Result<&'a [libc::epoll_event]> {
+        // Whole milliseconds, rounded up so a wake is never early.
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: `evs` is writable for `evs.len()` events.
+        let k = unsafe {
+            libc::epoll_wait(
+                self.0.as_raw_fd(),
+                evs.as_mut_ptr(),
+                evs.len() as libc::c_int,
+                ms,
+            )
+        };
+        if k < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(&[])
+            } else {
+                Err(e)
+            };
+        }
+        Ok(&evs[..k as usize])
+    }
+}
+
+/// Starts a nonblocking connect (TCP_NODELAY set); the bool is whether it
+/// already completed.
+fn connect_nonblocking(addr: SocketAddr) -> io::Result<(TcpStream, bool)> {
+    // SAFETY: zeroed sockaddr structs are valid; the connect call gets the
+    // length of the one filled in.
+    unsafe {
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        let (family, len) = match addr {
+            SocketAddr::V4(a) => {
+                let sin =
+                    &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                (libc::AF_INET, std::mem::size_of::<libc::sockaddr_in>())
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = &mut *(&mut storage as *mut libc::sockaddr_storage)
+                    .cast::<libc::sockaddr_in6>();
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr.s6_addr = a.ip().octets();
+                sin6.sin6_flowinfo = a.flowinfo();
+                sin6.sin6_scope_id = a.scope_id();
+                (libc::AF_INET6, std::mem::size_of::<libc::sockaddr_in6>())
+            }
+        };
+        let fd = libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let sock = TcpStream::from_raw_fd(fd);
+        sock.set_nodelay(true)?;
+        let rc = libc::connect(
+            fd,
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len as libc::socklen_t,
+        );
+        if rc == 0 {
+            return Ok((sock, true));
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EINPROGRESS) {
+            Ok((sock, false))
+        } else {
+            Err(e)
+        }
+    }
+}
+
+/// Where one stream is.
+enum Slot {
+    /// Its start time has not come.
+    Waiting,
+    /// Connecting (until `connected`), then writing the request.
+    Sending {
+        sock: TcpStream,
+        connected: bool,
+        sent: usize,
+    },
+    Receiving {
+        sock: TcpStream,
+        state: StreamState,
+    },
+    Done(StreamResult),
+}
+
+fn failed_result(e: String) -> StreamResult {
+    StreamResult {
+        error: Some(e),
+        ..StreamResult::default()
+    }
+}
+
+fn failed(e: String) -> Slot {
+    Slot::Done(failed_result(e))
+}
+
+const READABLE: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+const WRITABLE: u32 = libc::EPOLLOUT as u32;
+
+/// Drives all `n` streams from this one thread: nonblocking sockets in a
+/// level-triggered epoll. Stream `k` starts at `start + k * ramp / n`; a
+/// stream's clock starts when its request is written; each read is
+/// timestamped as soon as it returns and the socket is read until EAGAIN.
+/// Streams not finished by `deadline` fail.
+fn run_streams(
+    addr: SocketAddr,
+    req: &[u8],
+    n: usize,
+    start: Instant,
+    ramp: Duration,
+    deadline: Instant,
+) -> Vec<StreamResult> {
+    tight_timer_slack();
+    let poller = match Poller::new() {
+        Ok(p) => p,
+        Err(e) => {
+            return (0..n)
+                .map(|_| failed_result(format!("epoll: {e}")))
+                .collect()
+        }
+    };
+    let due = |k: usize| start + ramp.mul_f64(k as f64 / n as f64);
+    let mut slots: Vec<Slot> = (0..n).map(|_| Slot::Waiting).collect();
+    let mut next = 0; // the next stream to start
+    let mut open = 0; // started, not done
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut evs = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+
+    // Writes the rest of the request; a slot that is done sending becomes
+    // `Receiving`, watched for input.
+    let send = |k: usize, slot: Slot| -> Slot {
+        let Slot::Sending {
+            sock,
+            connected,
+            mut sent,
+        } = slot
+        else {
+            return slot;
+        };
+        if !connected {
+            match sock.take_error() {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => return failed(format!("connect: {e}")),
+            }
+        }
+        while sent < req.len() {
+            match (&sock).write(&req[sent..]) {
+                Ok(w) => sent += w,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Slot::Sending {
+                        sock,
+                        connected: true,
+                        sent,
+                    };
+                }
+                Err(e) => return failed(format!("write: {e}")),
+            }
+        }
+        let t0 = Instant::now();
+        if let Err(e) = poller.ctl(libc::EPOLL_CTL_MOD, sock.as_raw_fd(), READABLE, k as u64) {
+            return failed(format!("epoll: {e}"));
+        }
+        Slot::Receiving {
+            sock,
+            state: StreamState::new(t0),
+        }
+    };
+
+    loop {
+        let now = Instant::now();
+        while next < n && due(next) <= now {
+            let k = next;
+            next += 1;
+            slots[k] = match connect_nonblocking(addr) {
+                Err(e) => failed(format!("connect: {e}")),
+                Ok((sock, connected)) => {
+                    match poller.ctl(libc::EPOLL_CTL_ADD, sock.as_raw_fd(), WRITABLE, k as u64) {
+                        Err(e) => failed(format!("epoll: {e}")),
+                        Ok(()) if connected => send(
+                            k,
+                            Slot::Sending {
+                                sock,
+                                connected,
+                                sent: 0,
+                            },
+                        ),
+                        Ok(()) => Slot::Sending {
+                            sock,
+                            connected,
+                            sent: 0,
+                        },
+                    }
+                }
+            };
+            if !matches!(slots[k], Slot::Done(_)) {
+                open += 1;
+            }
+        }
+        if (next == n && open == 0) || now >= deadline {
+            break;
+        }
+        let wake = if next < n {
+            due(next).min(deadline)
+        } else {
+            deadline
+        };
+        let ready = match poller.wait(&mut evs, wake.saturating_duration_since(now)) {
+            Ok(ready) => ready,
+            Err(e) => {
+                eprintln!("load-probe streams: epoll_wait: {e}");
+                break;
+            }
+        };
+        for ev in ready {
+            let k = ev.u64 as usize;
+            let slot = std::mem::replace(&mut slots[k], Slot::Waiting);
+            slots[k] = match slot {
+                s @ Slot::Sending { .. } => send(k, s),
+                Slot::Receiving { sock, mut state } => {
+                    loop {
+                        let got = (&sock).read(&mut buf);
+                        let at = Instant::now();
+                        match got {
+                            Ok(0) => {
+                                state.eof();
+                                break;
+                            }
+                            Ok(m) => {
+                                state.read(&buf[..m], at);
+                                if state.finished() {
+                                    break;
+                                }
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => {
+                                state.fail(format!("read: {e}"));
+                                break;
+                            }
+                        }
+                    }
+                    if state.finished() {
+                        Slot::Done(state.finish()) // drops (closes) the socket
+                    } else {
+                        Slot::Receiving { sock, state }
+                    }
+                }
+                s => s, // a stale event
+            };
+            if matches!(slots[k], Slot::Done(_)) {
+                open -= 1;
+            }
+        }
+    }
+
+    let timed_out = || format!("timed out after {} ms", us(deadline - start) / 1000);
+    slots
+        .into_iter()
+        .map(|slot| match slot {
+            Slot::Done(r) => r,
+            Slot::Receiving { mut state, .. } => {
+                state.fail(format!("read: {}", timed_out()));
+                state.finish()
+            }
+            Slot::Sending { connected, .. } => {
+                let what = if connected { "write" } else { "connect" };
+                failed_result(format!("{what}: {}", timed_out()))
+            }
+            Slot::Waiting => failed_result("never started".into()),
+        })
+        .collect()
 }
 
 fn streams(common: &Common, n: usize, events: usize, interval_ms: u64, ramp_ms: u64) -> ExitCode {
@@ -984,33 +1326,13 @@ fn streams(common: &Common, n: usize, events: usize, interval_ms: u64, ramp_ms: 
         );
         return ExitCode::FAILURE;
     }
-    // Generous but bounded: the whole answer should take events * interval.
-    let read_timeout = Duration::from_millis((10 * interval_ms).max(30_000));
     let begin = Instant::now();
     let start = begin + Duration::from_millis(100);
-    let mut threads = Vec::with_capacity(n);
-    for k in 0..n {
-        let addr = common.addr;
-        let req = common.request.clone();
-        let at = start + Duration::from_micros(ramp_ms * 1000 * k as u64 / n as u64);
-        let t = std::thread::Builder::new()
-            .stack_size(64 * 1024)
-            .spawn(move || {
-                wait_until(at);
-                one_stream(addr, &req, read_timeout)
-            });
-        match t {
-            Ok(t) => threads.push(t),
-            Err(e) => {
-                eprintln!("load-probe streams: cannot start thread {k}: {e}");
-                break;
-            }
-        }
-    }
-    let results: Vec<StreamResult> = threads
-        .into_iter()
-        .map(|t| t.join().expect("stream thread panicked"))
-        .collect();
+    let ramp = Duration::from_millis(ramp_ms);
+    // Generous but bounded: the whole answer should take events * interval.
+    let deadline =
+        start + ramp + Duration::from_millis(events as u64 * interval_ms) + Duration::from_secs(60);
+    let results = run_streams(common.addr, &common.request, n, start, ramp, deadline);
     let duration = begin.elapsed();
 
     let tolerance_us = (5_000).max(interval_ms * 1000 / 2);
@@ -1113,7 +1435,7 @@ fn closed_while_idle(s: &TcpStream) -> Result<bool, Failure> {
     // SAFETY: a 1-byte peek into a local buffer.
     let n = unsafe {
         libc::recv(
-            std::os::fd::AsRawFd::as_raw_fd(s),
+            s.as_raw_fd(),
             b.as_mut_ptr().cast(),
             1,
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
@@ -1341,6 +1663,51 @@ mod tests {
         }
         let bytes: Vec<&[u8]> = w.chunks(1).collect();
         assert_eq!(parse(&bytes), (events, body, true));
+    }
+
+    #[test]
+    fn stream_state_times_events_by_the_read_that_completes_them() {
+        let w = wire();
+        let t0 = Instant::now();
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        for i in 0..=w.len() {
+            let mut st = StreamState::new(t0);
+            st.read(&w[..i], ms(1));
+            assert!(!st.finished() || i == w.len(), "split {i}");
+            st.read(&w[i..], ms(2));
+            assert!(st.finished());
+            let r = st.finish();
+            assert!(
+                r.error.is_none() && r.complete && r.status == 200,
+                "split {i}"
+            );
+            // What the first read alone completes is stamped 1 ms.
+            let (first, body, _) = parse(&[&w[..i]]);
+            let want: Vec<u64> = (0..4)
+                .map(|e| if e < first.len() { 1000 } else { 2000 })
+                .collect();
+            assert_eq!(r.events, want, "split {i}");
+            let ttfb = if body.is_empty() { 2000 } else { 1000 };
+            assert_eq!(r.ttfb_us, Some(ttfb), "split {i}");
+            let ttft = if first.len() >= 2 { 1000 } else { 2000 };
+            assert_eq!(r.ttft_us, Some(ttft), "split {i}");
+            assert_eq!(r.content_events, 2);
+        }
+        // Closed early, bytes after the end, and a non-2xx answer fail.
+        let mut st = StreamState::new(t0);
+        st.read(&w[..w.len() - 5], ms(1));
+        st.eof();
+        assert!(st.finished() && !st.finish().complete);
+        let mut st = StreamState::new(t0);
+        let mut extra = w.clone();
+        extra.extend_from_slice(b"HTTP");
+        st.read(&extra, ms(1));
+        let r = st.finish();
+        assert!(r.error.is_some() && !r.complete);
+        let mut st = StreamState::new(t0);
+        st.read(b"HTTP/1.1 500 Oops\r\ncontent-length: 0\r\n\r\n", ms(1));
+        assert!(st.finished());
+        assert_eq!(st.finish().error.as_deref(), Some("status 500"));
     }
 
     #[test]
