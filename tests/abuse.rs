@@ -365,25 +365,6 @@ fn slowloris_connections_are_closed_by_header_read_and_normal_clients_keep_laten
 // (b) slow readers
 // ---------------------------------------------------------------------------
 
-/// Caps the socket's receive buffer at 64 KiB (which also stops the
-/// kernel growing it): loopback autotuning would otherwise let a client
-/// that never reads absorb tens of MB, and the gateway would never block.
-fn small_receive_buffer(s: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let size: libc::c_int = 64 * 1024;
-    // SAFETY: setsockopt on a socket we own, with a c_int option value.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &size as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt(SO_RCVBUF)");
-}
-
 #[test]
 fn slow_readers_are_closed_by_client_write_and_not_buffered() {
     const READERS: usize = 8;

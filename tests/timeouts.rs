@@ -129,24 +129,6 @@ fn activity_within_idle_timeout_keeps_connection() {
     assert_eq!(c.request(&get("/health")).status, 200);
 }
 
-/// Caps a socket's receive buffer (which also stops the kernel growing
-/// it), so a client that does not read fills up after a few MB.
-fn small_receive_buffer(s: &std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let size: libc::c_int = 64 * 1024;
-    // SAFETY: setsockopt on a socket we own, with a c_int option value.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &size as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt(SO_RCVBUF)");
-}
-
 #[test]
 fn client_that_stops_reading_a_stream_is_closed_after_client_write() {
     use std::io::Read;

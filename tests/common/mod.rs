@@ -1154,6 +1154,25 @@ pub const MOCK_WORDS: &[&str] = &[
     " ",
 ];
 
+/// Caps a socket's receive buffer at 64 KiB (which also stops the kernel
+/// growing it): loopback autotuning would otherwise let a client that never
+/// reads absorb tens of MB, and the gateway's writes would never block.
+pub fn small_receive_buffer(s: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 64 * 1024;
+    // SAFETY: setsockopt on a socket we own, with a c_int option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &size as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt(SO_RCVBUF)");
+}
+
 /// Polls `f` every 20 ms until it returns `Some`, for at most `timeout`.
 pub fn poll_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
