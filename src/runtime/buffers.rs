@@ -66,7 +66,8 @@ pub fn give(buf: Vec<u8>) {
 }
 
 /// Buffers currently kept by this thread, per class (client, upstream).
-pub fn kept() -> (usize, usize) {
+#[cfg(test)]
+fn kept() -> (usize, usize) {
     FREE.with(|f| {
         let f = f.borrow();
         (f.client.len(), f.upstream.len())

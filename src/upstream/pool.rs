@@ -58,7 +58,8 @@ impl PooledConn {
             stream,
             key,
             reused: false,
-            buf: buffers::take(READ_BUF),
+            // Taken by `make_room` before the first read.
+            buf: Vec::new(),
             start: 0,
             end: 0,
             idle_since: Instant::now(),
@@ -188,7 +189,6 @@ impl Pool {
         while let Some(mut conn) = list.pop() {
             if now.duration_since(conn.idle_since) < self.idle_timeout {
                 conn.reused = true;
-                conn.buf = buffers::take(READ_BUF);
                 return Some(conn);
             }
         }
