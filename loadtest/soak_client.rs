@@ -431,16 +431,13 @@ fn main() {
                 let mut st = Stats::new();
                 let mut conn: Option<(TcpStream, BufReader<TcpStream>)> = None;
                 let mut i = if closed_loop {
+                    std::thread::sleep(start.saturating_duration_since(Instant::now()));
                     next_index.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 } else {
                     k
                 };
                 while i < total {
                     let due = if closed_loop {
-                        let now = Instant::now();
-                        if now < start {
-                            std::thread::sleep(start - now);
-                        }
                         let now = Instant::now();
                         if now >= stop_at {
                             break;
