@@ -15,7 +15,7 @@ use crate::http::{chunked, write, Version};
 
 /// How often a request waiting on its upstream looks whether its client
 /// went away.
-const CLIENT_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
+const CLIENT_CHECK: Duration = Duration::from_millis(200);
 
 /// Resolves once the client on socket `fd` has closed its side of the
 /// connection (as nginx, a half-close counts), looked at every 200 ms;
