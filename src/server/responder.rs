@@ -28,7 +28,7 @@ pub async fn client_gone(fd: Option<std::os::fd::RawFd>) {
         return std::future::pending().await;
     };
     loop {
-        crate::runtime::sleep(CLIENT_CHECK).await;
+        crate::runtime::sleep_coarse(CLIENT_CHECK).await;
         let mut byte = 0u8;
         // SAFETY: `fd` is the client socket, open while its request is
         // served; a one-byte buffer. MSG_PEEK leaves any data in place.
