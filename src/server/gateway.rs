@@ -370,20 +370,25 @@ impl Gateway {
                 let timeouts = &self.config.timeouts;
                 let upstream_started = Instant::now();
                 let mut scratch = self.take_buf();
-                let waiting = exchange(
-                    &self.pool,
-                    &provider.key,
-                    &upstream_req,
-                    timeouts.upstream_head,
-                    &mut scratch,
-                );
                 // A client that goes away while the provider thinks takes
-                // the upstream request with it.
-                let result = futures_lite::future::or(async { Some(waiting.await) }, async {
-                    client_gone(resp.socket()).await;
-                    None
-                })
-                .await;
+                // the upstream request with it. The exchange is pinned here
+                // and raced by reference: moved into the race's async block
+                // it would be stored twice in this future (the block's
+                // capture and its awaitee), 4 KB more per request.
+                let result = {
+                    let mut waiting = std::pin::pin!(exchange(
+                        &self.pool,
+                        &provider.key,
+                        &upstream_req,
+                        timeouts.upstream_head,
+                        &mut scratch,
+                    ));
+                    futures_lite::future::or(async { Some(waiting.as_mut().await) }, async {
+                        client_gone(resp.socket()).await;
+                        None
+                    })
+                    .await
+                };
                 self.give_buf(head);
                 self.give_buf(scratch);
                 let Some(result) = result else {
@@ -475,8 +480,18 @@ impl Gateway {
                             },
                             buffers: &self.buffers,
                         };
-                        relay_translated(upstream, &self.pool, idle, resp, tracked.as_ref(), &t)
-                            .await
+                        // Boxed: the translating relay's 2.7 KB would
+                        // otherwise size every request's future, pass-through
+                        // included; translation allocates per request anyway.
+                        Box::pin(relay_translated(
+                            upstream,
+                            &self.pool,
+                            idle,
+                            resp,
+                            tracked.as_ref(),
+                            &t,
+                        ))
+                        .await
                     }
                 };
                 self.credentials.release(lease, outcome);

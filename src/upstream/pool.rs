@@ -171,13 +171,15 @@ impl Pool {
         if let Some(conn) = self.take_idle(key) {
             return Ok(conn);
         }
-        self.connector.connect(key).await
+        // Boxed: connecting (TCP, maybe TLS) is a 3.5 KB future, and the
+        // pooled path every request takes would otherwise carry it.
+        Box::pin(self.connector.connect(key)).await
     }
 
     /// A new connection, bypassing the idle list (used to retry a request
     /// whose pooled connection turned out to be closed).
     pub async fn connect_fresh(&self, key: &PoolKey) -> Result<PooledConn, UpstreamError> {
-        self.connector.connect(key).await
+        Box::pin(self.connector.connect(key)).await
     }
 
     fn take_idle(&self, key: &PoolKey) -> Option<PooledConn> {
