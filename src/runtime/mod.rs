@@ -19,7 +19,11 @@ use std::time::{Duration, Instant};
 /// was dropped, which cancels any I/O it had in flight). The guard is on
 /// the shard's timing wheel: it may fire up to [`timer::TICK`] late.
 pub async fn timeout<F: Future>(dur: Duration, fut: F) -> Option<F::Output> {
-    deadline(Instant::now() + dur, fut).await
+    match Instant::now().checked_add(dur) {
+        Some(at) => deadline(at, fut).await,
+        // Later than any clock can say: never times out.
+        None => Some(fut.await),
+    }
 }
 
 /// Like [`timeout`], with an absolute deadline.

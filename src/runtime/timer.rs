@@ -135,7 +135,8 @@ async fn drive(shard: Weak<Shard>) {
 /// shard's wheel. Cheap to create; the entry is armed on the first poll
 /// and removed on drop.
 pub struct Deadline {
-    at: Instant,
+    /// `None`: later than any `Instant`, never fires.
+    at: Option<Instant>,
     armed: Option<(Rc<Shard>, Key)>,
     done: bool,
 }
@@ -144,15 +145,20 @@ impl Deadline {
     /// A deadline at `at`.
     pub fn at(at: Instant) -> Self {
         Deadline {
-            at,
+            at: Some(at),
             armed: None,
             done: false,
         }
     }
 
-    /// A deadline `dur` from now.
+    /// A deadline `dur` from now (never, when that is past what `Instant`
+    /// can hold).
     pub fn after(dur: Duration) -> Self {
-        Self::at(Instant::now() + dur)
+        Deadline {
+            at: Instant::now().checked_add(dur),
+            armed: None,
+            done: false,
+        }
     }
 }
 
@@ -166,8 +172,11 @@ impl Future for Deadline {
         let this = &mut *self;
         match &this.armed {
             None => {
+                let Some(at) = this.at else {
+                    return Poll::Pending;
+                };
                 let s = shard();
-                let tick = s.tick_at_or_after(this.at);
+                let tick = s.tick_at_or_after(at);
                 let inserted = s.wheel.borrow_mut().insert(tick, cx.waker().clone());
                 match inserted {
                     Err(_) => {
@@ -281,6 +290,17 @@ mod tests {
                 crate::runtime::timeout(Duration::from_millis(2), std::future::pending::<()>())
                     .await;
             assert_eq!(lost, None);
+            assert_eq!(shard().wheel.borrow().armed(), 0);
+        });
+    }
+
+    #[test]
+    fn a_deadline_past_any_instant_never_fires() {
+        on_executor(|| async {
+            let never = Deadline::after(Duration::MAX);
+            assert!(futures_lite::future::poll_once(never).await.is_none());
+            let done = crate::runtime::timeout(Duration::MAX, async { 3 }).await;
+            assert_eq!(done, Some(3));
             assert_eq!(shard().wheel.borrow().armed(), 0);
         });
     }
