@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::AsyncWrite;
+use smallvec::SmallVec;
 
 use super::auth::{bearer_token, percent_decode, AuthOutcome, Authenticator};
 use super::conn::{Request, Service};
@@ -216,8 +217,10 @@ impl Gateway {
             );
             return self.reject(resp, dialect, &err).await;
         };
-        let mut targets = self.table.fallback_targets(&primary);
-        targets.insert(0, primary);
+        let fallbacks = self.table.fallback_targets(&primary);
+        let mut targets: SmallVec<[_; 2]> = SmallVec::with_capacity(1 + fallbacks.len());
+        targets.push(primary);
+        targets.extend(fallbacks);
 
         let first_provider = targets[0].provider;
         let ex = resp.exchange();
@@ -238,7 +241,7 @@ impl Gateway {
         let max_attempts = 1 + self.config.retries as usize;
         let mut attempts = 0usize;
         // Credentials this request already failed on: not tried twice.
-        let mut tried: Vec<(CredKey, u64)> = Vec::new();
+        let mut tried: SmallVec<[(CredKey, u64); 4]> = SmallVec::new();
         // What to answer if every attempt fails before one can be relayed.
         let mut failure: Option<Failure> = None;
         'targets: for (ti, target) in targets.iter().enumerate() {
