@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# perf/lib.sh: shared by perf/profile and perf/syscalls (sourced, not run).
+# perf/lib.sh: shared by perf/profile, perf/syscalls, perf/compare and perf/ceiling (sourced, not run).
 #
 # Tools installation, the release build, free loopback ports, starting the
 # mock provider, shardgate and nginx with generated configs, the wrk load of
@@ -338,4 +338,35 @@ finish_wrk() {
     fi
     # shellcheck disable=SC2034 # read by the scripts that source this file
     WRK_RPS=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$WORK/wrk-$name.out")
+}
+
+# ---------------------------------------------------------------- rounds
+# cpu_ticks PIDS: CPU ticks (user + system, all threads) so far of a
+# comma-separated pid list.
+cpu_ticks() {
+    local files=() pid
+    for pid in ${1//,/ }; do files+=("/proc/$pid/stat"); done
+    awk '{ s += $14 + $15 } END { print s }' "${files[@]}"
+}
+
+# measure_round NAME ROUND PORT PIDS: one wrk run (SECS) against PORT, with
+# the CPU per request of PIDS (requests counted at the mock); appends
+# "NAME ROUND req/s µs" to $WORK/rounds.
+measure_round() {
+    local name=$1 round=$2 port=$3 pids=$4 t0 t1 n0 n1 us
+    t0=$(cpu_ticks "$pids")
+    n0=$(mock_chat_count)
+    start_wrk "$name-$round" "$port" "${SECS:?the sourcing script sets SECS}"
+    finish_wrk "$name-$round"
+    n1=$(mock_chat_count)
+    t1=$(cpu_ticks "$pids")
+    us=$(awk -v t=$((t1 - t0)) -v n=$((n1 - n0)) -v h="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", n ? t / h * 1e6 / n : 0 }')
+    printf '%s\t%s\t%s\t%s\n' "$name" "$round" "$WRK_RPS" "$us" >>"$WORK/rounds"
+    log "round $round $name: $WRK_RPS req/s, $us CPU µs per request"
+}
+
+# round_median NAME COLUMN: the median of COLUMN (3 req/s, 4 µs) of NAME's rounds.
+round_median() {
+    awk -F'\t' -v n="$1" -v c="$2" '$1 == n { print $c }' "$WORK/rounds" | sort -g |
+        awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
