@@ -46,3 +46,17 @@ pub async fn sleep(dur: Duration) {
 pub async fn sleep_coarse(dur: Duration) {
     timer::Deadline::after(dur).await;
 }
+
+/// Runs `f`'s future on a fresh glommio executor on its own thread, with
+/// the small io_uring memory the test machines' RLIMIT_MEMLOCK allows.
+#[cfg(test)]
+pub(crate) fn run_on_test_executor<F: Future<Output = ()> + 'static>(
+    f: impl FnOnce() -> F + Send + 'static,
+) {
+    glommio::LocalExecutorBuilder::default()
+        .io_memory(256 * 1024)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap();
+}

@@ -601,14 +601,7 @@ mod tests {
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
     use std::time::Duration;
 
-    fn run<F: Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
-        glommio::LocalExecutorBuilder::default()
-            .io_memory(256 * 1024)
-            .spawn(f)
-            .unwrap()
-            .join()
-            .unwrap();
-    }
+    use crate::runtime::run_on_test_executor as run;
 
     async fn pair() -> (EpollStream, EpollStream) {
         let std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -228,16 +228,7 @@ impl Drop for Deadline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use glommio::LocalExecutorBuilder;
-
-    fn on_executor<F: Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
-        LocalExecutorBuilder::default()
-            .io_memory(256 * 1024)
-            .spawn(f)
-            .expect("executor")
-            .join()
-            .expect("join");
-    }
+    use crate::runtime::run_on_test_executor as on_executor;
 
     #[test]
     fn fires_after_its_deadline_and_not_before() {
